@@ -1,0 +1,314 @@
+"""Per-process routing state and the batch engine shared by the sync and async client.
+
+A `_Batch` is one multi-key operation, written without I/O: it says which shard gets
+which keys under a ring, takes the replies, and keeps the keys that came back *moved*
+or failed for the next round. `_ClusterState` holds the cached ring and actor handles
+of one cluster for the whole process, and drives batches with sync (``ray.get``) or
+async (``await``) I/O, so the retry and *moved* logic exists once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from omnicache_cluster.core.ring import Ring
+from omnicache_cluster.errors import Moved, ShardUnavailable, Timeout
+
+if TYPE_CHECKING:
+    from omnicache_cluster.client import ClientOptions
+
+__all__: list[str] = []
+
+_log = logging.getLogger(__name__)
+
+
+class _Batch:
+    """One multi-key shard operation and what is still outstanding."""
+
+    __slots__ = ("args", "errors", "keys", "method", "moved_epoch", "pending", "results")
+
+    def __init__(self, method: str, keys: Sequence[str], args: Sequence[Any] | None = None) -> None:
+        self.method = method
+        self.keys = keys
+        # What is sent per position: the key itself, or a full set item.
+        self.args = args if args is not None else keys
+        self.results: list[Any] = [None] * len(keys)
+        self.pending: list[int] = list(range(len(keys)))
+        self.errors: list[tuple[int, int, int]] = []
+        self.moved_epoch = 0
+
+    def take_calls(self, ring: Ring) -> list[tuple[int, list[int], list[Any]]]:
+        """Group the pending positions by owner; return ``(shard index, positions, arg)``."""
+        groups: dict[int, list[int]] = defaultdict(list)
+        for pos in self.pending:
+            groups[ring.owner_index(self.keys[pos])].append(pos)
+        self.pending = []
+        self.moved_epoch = 0
+        return [(idx, pos, [self.args[p] for p in pos]) for idx, pos in groups.items()]
+
+    def retry(self, positions: list[int]) -> None:
+        """Put positions back for the next round (their shard failed)."""
+        self.pending.extend(positions)
+
+    def feed(self, positions: list[int], reply: Any) -> None:
+        """Take one shard's reply for ``positions``."""
+        if self.method == "set_many":
+            epoch, moved, errors = reply
+            values: Sequence[Any] = ()
+            for i, size, limit in errors:
+                self.errors.append((positions[i], size, limit))
+        else:
+            epoch, values, moved = reply
+        skip = set(moved)
+        if skip:
+            self.pending.extend(positions[i] for i in moved)
+            self.moved_epoch = max(self.moved_epoch, epoch)
+        if values:
+            results = self.results
+            for i, pos in enumerate(positions):
+                if i not in skip:
+                    results[pos] = values[i]
+
+
+class _Round:
+    """Retry bookkeeping of one batch: rounds, deadline, last failure."""
+
+    __slots__ = ("deadline", "failure", "opts", "rounds")
+
+    def __init__(self, opts: ClientOptions) -> None:
+        self.opts = opts
+        self.deadline = time.monotonic() + opts.retry_deadline_s
+        self.rounds = 0
+        self.failure: Exception | None = None
+
+    def next(self, batch: _Batch) -> float:
+        """Count a round; raise if out of rounds or time; return the backoff to sleep."""
+        self.rounds += 1
+        if batch.moved_epoch and self.rounds > self.opts.max_moved_rounds:
+            raise Moved(f"keys still moved after {self.rounds} ring refreshes", batch.moved_epoch)
+        if time.monotonic() > self.deadline:
+            if isinstance(self.failure, Timeout):
+                raise self.failure
+            raise ShardUnavailable(
+                f"shards did not answer within {self.opts.retry_deadline_s}s: {self.failure}"
+            ) from self.failure
+        return 0.0 if batch.moved_epoch else min(0.05 * self.rounds, 0.5)
+
+
+class _ClusterState:
+    """Handles and ring of one cluster (Ray namespace), shared by all clients of a process."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.ring: Ring | None = None
+        self.handles: dict[str, Any] = {}
+        self.coordinator: Any = None
+        self.lock = threading.Lock()
+
+    def adopt(self, epoch: int, members: Sequence[str], num_slots: int) -> Ring:
+        """Install ring ``epoch`` unless a newer one is already here; return the current."""
+        with self.lock:
+            ring = self.ring
+            if ring is None or epoch > ring.epoch:
+                ring = Ring(tuple(members), epoch, num_slots)
+                self.ring = ring
+            return ring
+
+    def handle_of(self, name: str) -> Any:
+        """Return the (cached) actor handle of ``name``; resolves by name once.
+
+        Raises:
+            ValueError: no actor of that name (Ray's error for an unknown name).
+        """
+        handle = self.handles.get(name)
+        if handle is None:
+            import ray
+
+            handle = ray.get_actor(name, namespace=self.namespace)
+            self.handles[name] = handle
+        return handle
+
+    def forget(self, name: str) -> None:
+        """Drop a cached handle (its actor died; a new one may take the name)."""
+        self.handles.pop(name, None)
+
+    def coordinator_handle(self) -> Any:
+        """Return the coordinator's handle."""
+        if self.coordinator is None:
+            from omnicache_cluster.actors.remote import COORDINATOR_NAME
+
+            self.coordinator = self.handle_of(COORDINATOR_NAME)
+        return self.coordinator
+
+    # -- sync ------------------------------------------------------------------------
+
+    def refresh_ring(self, opts: ClientOptions) -> Ring:
+        """Fetch the ring from the coordinator and adopt it if newer."""
+        import ray
+
+        reply = ray.get(self.coordinator_handle().get_ring.remote(), timeout=opts.call_timeout_s)
+        return self.adopt(*reply)
+
+    def current_ring(self, opts: ClientOptions) -> Ring:
+        """Return the cached ring, fetching it on first use."""
+        ring = self.ring
+        return ring if ring is not None else self.refresh_ring(opts)
+
+    def run(self, batch: _Batch, opts: ClientOptions) -> _Batch:
+        """Drive ``batch`` to completion with blocking calls (one per shard per round)."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        state = _Round(opts)
+        while batch.pending:
+            ring = self.current_ring(opts)
+            refs = []
+            for idx, positions, arg in batch.take_calls(ring):
+                name = ring.members[idx]
+                try:
+                    handle = self.handle_of(name)
+                except ValueError as exc:  # the named actor is gone (being recreated)
+                    state.failure = exc
+                    batch.retry(positions)
+                    continue
+                refs.append((name, positions, getattr(handle, batch.method).remote(arg)))
+            for name, positions, ref in refs:
+                try:
+                    batch.feed(positions, ray.get(ref, timeout=opts.call_timeout_s))
+                except GetTimeoutError:
+                    state.failure = Timeout(
+                        f"shard {name} did not answer in {opts.call_timeout_s}s"
+                    )
+                    batch.retry(positions)
+                except RayActorError as exc:
+                    state.failure = exc
+                    self.forget(name)
+                    batch.retry(positions)
+            if batch.pending:
+                time.sleep(state.next(batch))
+                # Moved: a newer ring exists. Failed: the shard may have left the ring.
+                try:
+                    self.refresh_ring(opts)
+                except (GetTimeoutError, RayActorError, ValueError) as exc:
+                    state.failure = exc
+        return batch
+
+    def broadcast(self, method: str, arg: Any, opts: ClientOptions) -> list[Any]:
+        """Call ``method(arg)`` on every shard of the ring; return the replies."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        ring = self.current_ring(opts)
+        refs = [getattr(self.handle_of(n), method).remote(arg) for n in ring.members]
+        try:
+            return list(ray.get(refs, timeout=opts.retry_deadline_s))
+        except GetTimeoutError as exc:
+            raise Timeout(f"{method} did not finish in {opts.retry_deadline_s}s") from exc
+        except RayActorError as exc:
+            raise ShardUnavailable(f"{method}: a shard is unavailable: {exc}") from exc
+
+    # -- async -----------------------------------------------------------------------
+
+    async def arefresh_ring(self, opts: ClientOptions) -> Ring:
+        """Async `refresh_ring`."""
+        coord = self.coordinator
+        if coord is None:
+            coord = await asyncio.to_thread(self.coordinator_handle)
+        reply = await asyncio.wait_for(coord.get_ring.remote(), opts.call_timeout_s)
+        return self.adopt(*reply)
+
+    async def acurrent_ring(self, opts: ClientOptions) -> Ring:
+        """Async `current_ring`."""
+        ring = self.ring
+        return ring if ring is not None else await self.arefresh_ring(opts)
+
+    async def ahandle_of(self, name: str) -> Any:
+        """Async `handle_of`: resolving a name is a blocking GCS call, done off the loop."""
+        handle = self.handles.get(name)
+        return handle if handle is not None else await asyncio.to_thread(self.handle_of, name)
+
+    async def arun(self, batch: _Batch, opts: ClientOptions) -> _Batch:
+        """Drive ``batch`` to completion without blocking the event loop."""
+        from ray.exceptions import RayActorError
+
+        state = _Round(opts)
+        while batch.pending:
+            ring = await self.acurrent_ring(opts)
+            calls = []
+            for idx, positions, arg in batch.take_calls(ring):
+                name = ring.members[idx]
+                try:
+                    handle = await self.ahandle_of(name)
+                except ValueError as exc:
+                    state.failure = exc
+                    batch.retry(positions)
+                    continue
+                calls.append((name, positions, getattr(handle, batch.method).remote(arg)))
+            replies = await asyncio.gather(
+                *(asyncio.wait_for(ref, opts.call_timeout_s) for _, _, ref in calls),
+                return_exceptions=True,
+            )
+            for (name, positions, _), reply in zip(calls, replies, strict=True):
+                if isinstance(reply, TimeoutError):
+                    state.failure = Timeout(
+                        f"shard {name} did not answer in {opts.call_timeout_s}s"
+                    )
+                    batch.retry(positions)
+                elif isinstance(reply, RayActorError):
+                    state.failure = reply
+                    self.forget(name)
+                    batch.retry(positions)
+                elif isinstance(reply, BaseException):
+                    raise reply
+                else:
+                    batch.feed(positions, reply)
+            if batch.pending:
+                await asyncio.sleep(state.next(batch))
+                try:
+                    await self.arefresh_ring(opts)
+                except (TimeoutError, RayActorError, ValueError) as exc:
+                    state.failure = exc
+        return batch
+
+    async def abroadcast(self, method: str, arg: Any, opts: ClientOptions) -> list[Any]:
+        """Async `broadcast`."""
+        from ray.exceptions import RayActorError
+
+        ring = await self.acurrent_ring(opts)
+        handles = [await self.ahandle_of(n) for n in ring.members]
+        try:
+            return list(
+                await asyncio.wait_for(
+                    asyncio.gather(*(getattr(h, method).remote(arg) for h in handles)),
+                    opts.retry_deadline_s,
+                )
+            )
+        except TimeoutError as exc:
+            raise Timeout(f"{method} did not finish in {opts.retry_deadline_s}s") from exc
+        except RayActorError as exc:
+            raise ShardUnavailable(f"{method}: a shard is unavailable: {exc}") from exc
+
+
+_STATES: dict[str, _ClusterState] = {}
+_STATES_LOCK = threading.Lock()
+
+
+def state_for(namespace: str) -> _ClusterState:
+    """Return this process's routing state of the cluster in ``namespace``."""
+    state = _STATES.get(namespace)
+    if state is None:
+        with _STATES_LOCK:
+            state = _STATES.setdefault(namespace, _ClusterState(namespace))
+    return state
+
+
+def drop_state(namespace: str) -> None:
+    """Forget the routing state of ``namespace`` (after a shutdown)."""
+    with _STATES_LOCK:
+        _STATES.pop(namespace, None)

@@ -1,0 +1,1 @@
+"""Framework adapters: one framework per module, each imported lazily."""

@@ -1,0 +1,1 @@
+"""Storage backends: one per module, optional dependencies imported lazily."""

@@ -1,0 +1,714 @@
+"""`CacheCluster`: the client of the cache cluster, in every process that uses it.
+
+It builds keys, encodes values, routes each key to its shard by the cached ring, makes
+one call per shard for multi-key operations (issued concurrently), and talks to the
+coordinator only when a shard answers *moved*. It pickles to names, so passing it into
+a Ray task or actor gives that process a client of the same cluster.
+
+Every method has an async twin (``aget``, ``aset``, ...). Sync methods refuse to run
+inside a running event loop, where they would block it: the error names the async
+method to use instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from omnicache_cluster._routing import _Batch, _ClusterState, drop_state, state_for
+from omnicache_cluster.core.codec import Serializer
+from omnicache_cluster.core.keys import validate_part
+from omnicache_cluster.core.ring import DEFAULT_SLOTS
+from omnicache_cluster.core.scope import DEFAULT_LAYER, KeyScope, check_ttl
+from omnicache_cluster.core.sentinel import MISS
+from omnicache_cluster.errors import (
+    ConfigError,
+    ValueTooLarge,
+)
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["CacheCluster", "ClientOptions"]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "omnicache"
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How a client talks to the cluster.
+
+    Attributes:
+        max_value_bytes: the largest encoded value accepted; larger ones raise
+            `ValueTooLarge` before anything is sent.
+        call_timeout_s: how long one shard call may take before it counts as failed.
+        retry_deadline_s: how long a call keeps retrying unavailable shards.
+        max_moved_rounds: how many ring refreshes one call may go through.
+        serializer: the value serializer (msgpack + lz4 by default).
+    """
+
+    max_value_bytes: int = 16 * 1024 * 1024
+    call_timeout_s: float = 10.0
+    retry_deadline_s: float = 20.0
+    max_moved_rounds: int = 8
+    serializer: Serializer = field(default_factory=Serializer)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_value_bytes, int) or self.max_value_bytes <= 0:
+            raise ConfigError(
+                f"max_value_bytes must be a positive int, got {self.max_value_bytes!r}"
+            )
+        for name in ("call_timeout_s", "retry_deadline_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+def _no_running_loop(method: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        f"CacheCluster.{method}() blocks and was called inside a running event loop; "
+        f"use `await cluster.a{method}(...)` instead"
+    )
+
+
+def _ensure_local_ray(**init_kwargs: Any) -> bool:
+    """Start a local single-node Ray if none is running; return whether we started it."""
+    # Ray reads this when it is imported: without it, Ray 2.60 listens on the machine's
+    # non-loopback address. Local mode keeps every socket on 127.0.0.1.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if init_kwargs.get("address") is None and os.environ.get("RAY_ADDRESS") is None:
+        init_kwargs.setdefault("_node_ip_address", "127.0.0.1")
+        init_kwargs.setdefault("include_dashboard", True)
+        init_kwargs.setdefault("dashboard_host", "127.0.0.1")
+    init_kwargs.setdefault("logging_level", logging.WARNING)
+    ray.init(**init_kwargs)
+    return True
+
+
+class CacheCluster:
+    """A client of one cache cluster, scoped to a key namespace and a tenant.
+
+    Get one from `CacheCluster.start` (creates the actors) or `CacheCluster.connect`
+    (attaches to running ones), then `for_tenant` for a tenant-scoped client. A scoped
+    client builds every key with its own tenant, so it cannot name, read, invalidate,
+    flush or see the stats of another tenant's entries.
+
+    Keys are anything with a canonical encoding (a ``str`` usually, or a tuple, dict,
+    ...) hashed into ``namespace:tenant:layer:digest``, or a ready `CacheKey` of this
+    client's namespace and tenant.
+    """
+
+    def __init__(
+        self,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        tenant: str = "default",
+        key_namespace: str | None = None,
+        options: ClientOptions | None = None,
+        _admin: bool = True,
+        _owns_ray: bool = False,
+    ) -> None:
+        self._namespace = validate_part("namespace", namespace)
+        self._tenant = validate_part("tenant", tenant)
+        self._key_ns = validate_part(
+            "key_namespace", namespace if key_namespace is None else key_namespace
+        )
+        self._options = options or ClientOptions()
+        self._admin = _admin
+        self._owns_ray = _owns_ray
+        self._ser = self._options.serializer
+        self._scope = KeyScope(self._key_ns, self._tenant)
+        self._state: _ClusterState = state_for(self._namespace)
+
+    # -- life cycle -------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        num_shards: int = 2,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        max_bytes_per_shard: int = 256 * 1024 * 1024,
+        max_entries_per_shard: int | None = None,
+        num_slots: int = DEFAULT_SLOTS,
+        options: ClientOptions | None = None,
+        detached: bool = False,
+        scheduling_strategy: str | None = "SPREAD",
+        shard_options: Mapping[str, Any] | None = None,
+        ray_init: Mapping[str, Any] | None = None,
+    ) -> CacheCluster:
+        """Create the coordinator and ``num_shards`` shard actors; return an admin client.
+
+        Starts a local single-node Ray (bound to 127.0.0.1) when none is running.
+
+        Args:
+            num_shards: how many shard actors.
+            namespace: the Ray namespace the actors are named in; also the default key
+                namespace. Another process attaches with ``connect(namespace=...)``.
+            max_bytes_per_shard: each shard's byte budget (LRU eviction past it).
+            max_entries_per_shard: an optional entry bound per shard.
+            num_slots: the fixed slot count of the ring.
+            options: client options (value size limit, timeouts, serializer).
+            detached: keep the actors alive after this driver exits.
+            scheduling_strategy: Ray scheduling strategy for the shards.
+            shard_options: extra ``ray.remote`` options for shards (``num_cpus``, ...).
+            ray_init: keyword arguments for ``ray.init`` when Ray is started here.
+
+        Raises:
+            ValueError: a bad argument (names it).
+            ConfigError: a cluster already runs in ``namespace``.
+        """
+        if not isinstance(num_shards, int) or isinstance(num_shards, bool) or num_shards < 1:
+            raise ValueError(f"num_shards must be a positive int, got {num_shards!r}")
+        if not isinstance(max_bytes_per_shard, int) or max_bytes_per_shard <= 0:
+            raise ValueError(
+                f"max_bytes_per_shard must be a positive int, got {max_bytes_per_shard!r}"
+            )
+        validate_part("namespace", namespace)
+        owns = _ensure_local_ray(**dict(ray_init or {}))
+        import ray
+
+        from omnicache_cluster.actors.coordinator import CoordinatorConfig
+        from omnicache_cluster.actors.remote import (
+            COORDINATOR_NAME,
+            SHARD_PREFIX,
+            coordinator_actor,
+            shard_actor,
+            shard_name,
+        )
+        from omnicache_cluster.actors.shard import ShardConfig
+
+        try:
+            ray.get_actor(COORDINATOR_NAME, namespace=namespace)
+        except ValueError:
+            pass
+        else:
+            raise ConfigError(
+                f"a cache cluster already runs in namespace {namespace!r}; "
+                f"use CacheCluster.connect(namespace={namespace!r})"
+            )
+        drop_state(namespace)
+        members = tuple(shard_name(i) for i in range(num_shards))
+        shards = [
+            shard_actor(
+                ShardConfig(
+                    name=name,
+                    namespace=namespace,
+                    coordinator=COORDINATOR_NAME,
+                    max_bytes=max_bytes_per_shard,
+                    max_entries=max_entries_per_shard,
+                    num_slots=num_slots,
+                ),
+                1,
+                members,
+                detached=detached,
+                scheduling_strategy=scheduling_strategy,
+                **dict(shard_options or {}),
+            )
+            for name in members
+        ]
+        coord = coordinator_actor(
+            CoordinatorConfig(
+                namespace=namespace, shard_prefix=SHARD_PREFIX, members=members, num_slots=num_slots
+            ),
+            detached=detached,
+        )
+        ray.get([s.ping.remote() for s in shards] + [coord.ping.remote()])
+        client = cls(namespace, options=options, _owns_ray=owns)
+        state = client._state
+        state.coordinator = coord
+        state.handles.update(zip(members, shards, strict=True))
+        state.adopt(1, members, num_slots)
+        return client
+
+    @classmethod
+    def connect(
+        cls,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        address: str | None = None,
+        options: ClientOptions | None = None,
+    ) -> CacheCluster:
+        """Attach to the cluster running in ``namespace``; return an admin client.
+
+        Calls ``ray.init(address=address or "auto")`` first when Ray is not initialised
+        in this process.
+
+        Raises:
+            ConfigError: no cluster runs in ``namespace``.
+        """
+        validate_part("namespace", namespace)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=address or "auto", logging_level=logging.WARNING)
+        client = cls(namespace, options=options)
+        try:
+            client._state.refresh_ring(client._options)
+        except ValueError:
+            raise ConfigError(f"no cache cluster runs in namespace {namespace!r}") from None
+        return client
+
+    def add_shard(self) -> str:
+        """Add one shard like the existing ones and move the ring to a new epoch.
+
+        Entries of the slots the new shard takes over are not migrated: they become
+        misses at their new owner (live migration is part of ``scale``). Returns the
+        new shard's name.
+
+        Raises:
+            PermissionError: called on a tenant-scoped client.
+        """
+        import dataclasses
+
+        import ray
+
+        from omnicache_cluster.actors.remote import SHARD_PREFIX, shard_actor, shard_name
+
+        self._require_admin("add_shard")
+        ring = self._state.refresh_ring(self._options)
+        template = ray.get(self._state.handle_of(ring.members[0]).config.remote())
+        used = {int(m[len(SHARD_PREFIX) :]) for m in ring.members if m.startswith(SHARD_PREFIX)}
+        name = shard_name(max(used, default=-1) + 1)
+        members = (*ring.members, name)
+        handle = shard_actor(dataclasses.replace(template, name=name), 0, ())
+        ray.get(handle.ping.remote())
+        self._state.handles[name] = handle
+        ray.get(self._state.coordinator_handle().set_members.remote(members))
+        self._state.refresh_ring(self._options)
+        return name
+
+    def remove_shard(self, name: str) -> None:
+        """Take shard ``name`` out of the ring (new epoch), then stop it.
+
+        Its entries are dropped (live migration is part of ``scale``).
+
+        Raises:
+            PermissionError: called on a tenant-scoped client.
+            ValueError: ``name`` is not a member, or it is the last one.
+        """
+        import ray
+
+        self._require_admin("remove_shard")
+        ring = self._state.refresh_ring(self._options)
+        if name not in ring.members:
+            raise ValueError(f"{name!r} is not a shard of this cluster: {list(ring.members)}")
+        if len(ring.members) == 1:
+            raise ValueError("cannot remove the last shard")
+        members = tuple(m for m in ring.members if m != name)
+        ray.get(self._state.coordinator_handle().set_members.remote(members))
+        self._state.refresh_ring(self._options)
+        ray.kill(self._state.handle_of(name), no_restart=True)
+        self._state.forget(name)
+
+    @property
+    def ring_epoch(self) -> int:
+        """The ring epoch this process routes with (0 before the first call)."""
+        ring = self._state.ring
+        return ring.epoch if ring is not None else 0
+
+    def _require_admin(self, what: str) -> None:
+        if not self._admin:
+            raise PermissionError(f"{what} needs an admin client, not a tenant-scoped one")
+
+    def shutdown(self, *, stop_ray: bool | None = None) -> None:
+        """Kill the cluster's actors (all entries are lost without L2).
+
+        Args:
+            stop_ray: also shut Ray down; by default only if `start` started it.
+        """
+        import ray
+
+        from omnicache_cluster.actors.remote import COORDINATOR_NAME, SHARD_PREFIX
+
+        names = [COORDINATOR_NAME]
+        try:
+            names += [
+                entry["name"]
+                for entry in ray.util.list_named_actors(all_namespaces=True)
+                if entry["namespace"] == self._namespace and entry["name"].startswith(SHARD_PREFIX)
+            ]
+        except Exception:  # listing is best effort; the ring members are known anyway
+            _log.debug("could not list named actors", exc_info=True)
+        ring = self._state.ring
+        names += list(ring.members) if ring else []
+        for name in dict.fromkeys(names):
+            try:
+                ray.kill(ray.get_actor(name, namespace=self._namespace), no_restart=True)
+            except ValueError:
+                continue
+        drop_state(self._namespace)
+        if stop_ray or (stop_ray is None and self._owns_ray):
+            ray.shutdown()
+
+    # -- scoping ----------------------------------------------------------------------
+
+    @property
+    def namespace(self) -> str:
+        """The Ray namespace of the cluster's actors."""
+        return self._namespace
+
+    @property
+    def key_namespace(self) -> str:
+        """The namespace part of this client's keys."""
+        return self._key_ns
+
+    @property
+    def tenant(self) -> str:
+        """The tenant of this client's keys."""
+        return self._tenant
+
+    @property
+    def options(self) -> ClientOptions:
+        """This client's options."""
+        return self._options
+
+    def for_tenant(self, tenant: str) -> CacheCluster:
+        """Return a client scoped to ``tenant`` (it can see nothing of other tenants)."""
+        return CacheCluster(
+            self._namespace,
+            tenant=tenant,
+            key_namespace=self._key_ns,
+            options=self._options,
+            _admin=False,
+        )
+
+    def with_key_namespace(self, key_namespace: str) -> CacheCluster:
+        """Return a client of the same cluster and tenant under another key namespace."""
+        return CacheCluster(
+            self._namespace,
+            tenant=self._tenant,
+            key_namespace=key_namespace,
+            options=self._options,
+            _admin=self._admin,
+        )
+
+    def with_options(self, **changes: Any) -> CacheCluster:
+        """Return a client with some `ClientOptions` fields changed."""
+        return CacheCluster(
+            self._namespace,
+            tenant=self._tenant,
+            key_namespace=self._key_ns,
+            options=replace(self._options, **changes),
+            _admin=self._admin,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # By name: the receiving process resolves handles and the ring itself.
+        return (_rebuild, (self._namespace, self._tenant, self._key_ns, self._options, self._admin))
+
+    def __repr__(self) -> str:
+        return (
+            f"CacheCluster(namespace={self._namespace!r}, key_namespace={self._key_ns!r}, "
+            f"tenant={self._tenant!r})"
+        )
+
+    # -- keys and values --------------------------------------------------------------
+
+    def key(self, key: Any, layer: str = DEFAULT_LAYER) -> str:
+        """Return the stored key string of ``key`` in ``layer`` for this client."""
+        return self._scope.key(key, layer)
+
+    def encode(self, value: Any) -> bytes:
+        """Encode ``value`` for storage.
+
+        Raises:
+            TypeError: the value cannot be encoded (names the type).
+            ValueTooLarge: the encoded value is over ``max_value_bytes``.
+        """
+        data = self._ser.dumps(value)
+        if len(data) > self._options.max_value_bytes:
+            raise ValueTooLarge(len(data), self._options.max_value_bytes)
+        return data
+
+    def _decode(self, data: bytes | None, default: Any) -> Any:
+        return default if data is None else self._ser.loads(data)
+
+    def _set_items(
+        self,
+        pairs: Iterable[tuple[Any, Any]],
+        ttl: float | None,
+        tags: Iterable[str] | None,
+        layer: str,
+    ) -> tuple[list[str], list[tuple[str, bytes, float | None, tuple[str, ...]]]]:
+        ttl = check_ttl(ttl)
+        scoped_tags = self._scope.tags(tags)
+        keys, items = [], []
+        for k, v in pairs:
+            skey = self.key(k, layer)
+            keys.append(skey)
+            items.append((skey, self.encode(v), ttl, scoped_tags))
+        return keys, items
+
+    @staticmethod
+    def _pairs(items: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+        if isinstance(items, Mapping):
+            return list(items.items())
+        return [(k, v) for k, v in items]
+
+    @staticmethod
+    def _set_errors(batch: _Batch) -> None:
+        if batch.errors:
+            _pos, size, limit = batch.errors[0]
+            raise ValueTooLarge(size, limit)
+
+    # -- sync API ---------------------------------------------------------------------
+
+    def get(self, key: Any, default: Any = MISS, *, layer: str = DEFAULT_LAYER) -> Any:
+        """Return the value of ``key``, or ``default`` (`MISS`) if absent or expired."""
+        _no_running_loop("get")
+        skey = self.key(key, layer)
+        ring = self._state.current_ring(self._options)
+        handle = self._state.handles.get(ring.members[ring.owner_index(skey)])
+        if handle is not None:
+            import ray
+
+            try:
+                reply = ray.get(handle.get.remote(skey), timeout=self._options.call_timeout_s)
+            except Exception:  # slow path below retries and maps the error
+                reply = 0
+            if type(reply) is not int:
+                return self._decode(reply, default)
+        value = self._do("get_many", [skey]).results[0]
+        return self._decode(value, default)
+
+    def get_many(
+        self, keys: Iterable[Any], default: Any = MISS, *, layer: str = DEFAULT_LAYER
+    ) -> list[Any]:
+        """Return the values of ``keys`` in order, ``default`` for each miss."""
+        _no_running_loop("get_many")
+        skeys = [self.key(k, layer) for k in keys]
+        if not skeys:
+            return []
+        batch = self._do("get_many", skeys)
+        return [self._decode(v, default) for v in batch.results]
+
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+        layer: str = DEFAULT_LAYER,
+    ) -> None:
+        """Store ``value`` under ``key`` (acknowledged when the shard has it).
+
+        Args:
+            key: the key.
+            value: any value the serializer encodes (``None`` and falsy values too).
+            ttl: seconds to live; ``None`` keeps it until evicted.
+            tags: tags for `invalidate`.
+            layer: the key's layer.
+
+        Raises:
+            TypeError: the value or key cannot be encoded (names the type).
+            ValueTooLarge: the encoded value is over ``max_value_bytes``.
+            ValueError: a bad ttl or tag.
+        """
+        _no_running_loop("set")
+        self.set_many([(key, value)], ttl=ttl, tags=tags, layer=layer)
+
+    def set_many(
+        self,
+        items: Mapping[Any, Any] | Iterable[tuple[Any, Any]],
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+        layer: str = DEFAULT_LAYER,
+    ) -> None:
+        """Store several values: one call per shard. Every value is validated first."""
+        _no_running_loop("set_many")
+        keys, setitems = self._set_items(self._pairs(items), ttl, tags, layer)
+        if keys:
+            self._set_errors(self._do("set_many", keys, setitems))
+
+    def delete(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:
+        """Remove ``key``; return whether it was present."""
+        _no_running_loop("delete")
+        return self.delete_many([key], layer=layer) == 1
+
+    def delete_many(self, keys: Iterable[Any], *, layer: str = DEFAULT_LAYER) -> int:
+        """Remove ``keys``; return how many were present."""
+        _no_running_loop("delete_many")
+        skeys = [self.key(k, layer) for k in keys]
+        return sum(self._do("delete_many", skeys).results) if skeys else 0
+
+    def exists(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:
+        """Return whether ``key`` is present, without changing its recency."""
+        _no_running_loop("exists")
+        return bool(self._do("exists_many", [self.key(key, layer)]).results[0])
+
+    def invalidate(self, tag: str) -> int:
+        """Remove every entry of this tenant tagged ``tag``; return how many."""
+        _no_running_loop("invalidate")
+        return sum(
+            self._state.broadcast("invalidate_tags", list(self._scope.tags([tag])), self._options)
+        )
+
+    def clear(self, *, all_tenants: bool = False) -> int:
+        """Remove this tenant's entries in this key namespace; return how many.
+
+        Args:
+            all_tenants: remove every entry of the cluster (admin clients only).
+
+        Raises:
+            PermissionError: ``all_tenants`` on a tenant-scoped client.
+        """
+        _no_running_loop("clear")
+        return sum(self._state.broadcast("clear", self._clear_prefix(all_tenants), self._options))
+
+    def stats(self) -> dict[str, Any]:
+        """Return cluster stats (admin) or this tenant's stats (tenant-scoped client)."""
+        _no_running_loop("stats")
+        per_shard = self._state.broadcast("stats", self._stats_arg(), self._options)
+        return self._merge_stats(per_shard)
+
+    # -- async API --------------------------------------------------------------------
+
+    async def aget(self, key: Any, default: Any = MISS, *, layer: str = DEFAULT_LAYER) -> Any:
+        """Async `get`."""
+        skey = self.key(key, layer)
+        ring = await self._state.acurrent_ring(self._options)
+        handle = self._state.handles.get(ring.members[ring.owner_index(skey)])
+        if handle is not None:
+            try:
+                reply = await asyncio.wait_for(
+                    handle.get.remote(skey), self._options.call_timeout_s
+                )
+            except Exception:  # slow path below retries and maps the error
+                reply = 0
+            if type(reply) is not int:
+                return self._decode(reply, default)
+        value = (await self._ado("get_many", [skey])).results[0]
+        return self._decode(value, default)
+
+    async def aget_many(
+        self, keys: Iterable[Any], default: Any = MISS, *, layer: str = DEFAULT_LAYER
+    ) -> list[Any]:
+        """Async `get_many`."""
+        skeys = [self.key(k, layer) for k in keys]
+        if not skeys:
+            return []
+        batch = await self._ado("get_many", skeys)
+        return [self._decode(v, default) for v in batch.results]
+
+    async def aset(
+        self,
+        key: Any,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+        layer: str = DEFAULT_LAYER,
+    ) -> None:
+        """Async `set`."""
+        await self.aset_many([(key, value)], ttl=ttl, tags=tags, layer=layer)
+
+    async def aset_many(
+        self,
+        items: Mapping[Any, Any] | Iterable[tuple[Any, Any]],
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+        layer: str = DEFAULT_LAYER,
+    ) -> None:
+        """Async `set_many`."""
+        keys, setitems = self._set_items(self._pairs(items), ttl, tags, layer)
+        if keys:
+            self._set_errors(await self._ado("set_many", keys, setitems))
+
+    async def adelete(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:
+        """Async `delete`."""
+        return await self.adelete_many([key], layer=layer) == 1
+
+    async def adelete_many(self, keys: Iterable[Any], *, layer: str = DEFAULT_LAYER) -> int:
+        """Async `delete_many`."""
+        skeys = [self.key(k, layer) for k in keys]
+        return sum((await self._ado("delete_many", skeys)).results) if skeys else 0
+
+    async def aexists(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:
+        """Async `exists`."""
+        batch = await self._ado("exists_many", [self.key(key, layer)])
+        return bool(batch.results[0])
+
+    async def ainvalidate(self, tag: str) -> int:
+        """Async `invalidate`."""
+        return sum(
+            await self._state.abroadcast(
+                "invalidate_tags", list(self._scope.tags([tag])), self._options
+            )
+        )
+
+    async def aclear(self, *, all_tenants: bool = False) -> int:
+        """Async `clear`."""
+        return sum(
+            await self._state.abroadcast("clear", self._clear_prefix(all_tenants), self._options)
+        )
+
+    async def astats(self) -> dict[str, Any]:
+        """Async `stats`."""
+        per_shard = await self._state.abroadcast("stats", self._stats_arg(), self._options)
+        return self._merge_stats(per_shard)
+
+    # -- shared helpers ---------------------------------------------------------------
+
+    def _do(self, method: str, keys: Sequence[str], args: Sequence[Any] | None = None) -> _Batch:
+        return self._state.run(_Batch(method, keys, args), self._options)
+
+    async def _ado(
+        self, method: str, keys: Sequence[str], args: Sequence[Any] | None = None
+    ) -> _Batch:
+        return await self._state.arun(_Batch(method, keys, args), self._options)
+
+    def _stats_arg(self) -> str | None:
+        return None if self._admin else self._tenant
+
+    def _clear_prefix(self, all_tenants: bool) -> str | None:
+        if not all_tenants:
+            return self._scope.prefix
+        self._require_admin("clear(all_tenants=True)")
+        return None
+
+    def _merge_stats(self, per_shard: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        totals: dict[str, Any] = {}
+        for key in ("entries", "bytes", "hits", "misses", "sets"):
+            totals[key] = sum(int(s.get(key, 0)) for s in per_shard)
+        lookups = totals["hits"] + totals["misses"]
+        totals["hit_rate"] = totals["hits"] / lookups if lookups else 0.0
+        if self._admin:
+            ev: dict[str, int] = {}
+            for s in per_shard:
+                for reason, n in s["evictions"].items():
+                    ev[reason] = ev.get(reason, 0) + n
+            totals["evictions"] = ev
+            totals["deletes"] = sum(s["deletes"] for s in per_shard)
+            totals["epoch"] = max(s["epoch"] for s in per_shard)
+        else:
+            totals["tenant"] = self._tenant
+            totals["evictions"] = sum(int(s.get("evictions", 0)) for s in per_shard)
+        totals["shards"] = list(per_shard)
+        return totals
+
+
+def _rebuild(
+    namespace: str, tenant: str, key_namespace: str, options: ClientOptions, admin: bool
+) -> CacheCluster:
+    return CacheCluster(
+        namespace, tenant=tenant, key_namespace=key_namespace, options=options, _admin=admin
+    )

@@ -1,0 +1,1 @@
+"""The pure core: keys, codec, store, ring, sentinel. Never imports Ray."""

@@ -1,0 +1,204 @@
+"""`CacheManager`: the seed's central API (``get/set/delete/invalidate``, metrics,
+``for_tenant``) over any `CacheBackend`: the Ray cluster or one process's memory.
+
+Differences from the seed, on purpose: a miss returns ``default`` (``None`` unless
+given; pass ``default=MISS`` to tell a miss from a cached ``None``), ``None`` can be
+cached, and async methods are real async calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from omnicache_cluster.core.keys import CacheKeyBuilder
+from omnicache_cluster.core.scope import DEFAULT_LAYER
+from omnicache_cluster.core.sentinel import MISS
+from omnicache_cluster.protocols import CacheBackend
+
+__all__ = ["CacheManager", "CacheMetrics"]
+
+
+class CacheMetrics:
+    """Hit, miss and set counters of one manager, thread-safe.
+
+    Args:
+        evictions: returns the backend's eviction count when a snapshot is taken.
+    """
+
+    def __init__(self, evictions: Any = None) -> None:
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.sets = 0
+        self._evictions = evictions
+
+    def record(self, *, hits: int = 0, misses: int = 0, sets: int = 0) -> None:
+        """Add to the counters."""
+        with self._lock:
+            self.hits += hits
+            self.misses += misses
+            self.sets += sets
+
+    def reset(self) -> None:
+        """Set every counter back to zero."""
+        with self._lock:
+            self.hits = self.misses = self.sets = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return ``hits, misses, sets, evictions, hit_rate, miss_rate``."""
+        with self._lock:
+            hits, misses, sets = self.hits, self.misses, self.sets
+        lookups = hits + misses
+        evictions = int(self._evictions()) if self._evictions is not None else 0
+        return {
+            "hits": hits,
+            "misses": misses,
+            "sets": sets,
+            "evictions": evictions,
+            "hit_rate": hits / lookups if lookups else 0.0,
+            "miss_rate": misses / lookups if lookups else 0.0,
+        }
+
+
+class CacheManager:
+    """The seed's orchestrator over a `CacheBackend`.
+
+    Args:
+        backend: a `CacheCluster` or an `InMemoryBackend` (a new one when omitted).
+        key_builder: sets the key namespace and tenant of this manager.
+        default_ttl: seconds to live for `set` calls that give no ttl.
+
+    Example:
+        >>> from omnicache_cluster import InMemoryBackend
+        >>> m = CacheManager(InMemoryBackend(), CacheKeyBuilder(namespace="app"))
+        >>> m.set("key", "val"); m.get("key"), m.get("missing")
+        ('val', None)
+        >>> m.metrics.snapshot()["hit_rate"]
+        0.5
+    """
+
+    def __init__(
+        self,
+        backend: CacheBackend | None = None,
+        key_builder: CacheKeyBuilder | None = None,
+        *,
+        default_ttl: float | None = None,
+    ) -> None:
+        if backend is None:
+            from omnicache_cluster.backends.memory import InMemoryBackend
+
+            backend = InMemoryBackend()
+        if not isinstance(backend, CacheBackend):
+            raise TypeError(
+                f"backend must be a CacheCluster, an InMemoryBackend or another CacheBackend, "
+                f"got {type(backend).__qualname__}"
+            )
+        self._key_builder = key_builder or CacheKeyBuilder(namespace=backend.key_namespace)
+        kb = self._key_builder
+        scoped = backend if backend.key_namespace == kb.namespace else backend.with_key_namespace(
+            kb.namespace
+        )
+        if scoped.tenant != kb.tenant:
+            scoped = scoped.for_tenant(kb.tenant)
+        self._root = backend
+        self._backend = scoped
+        self._default_ttl = default_ttl
+        self.metrics = CacheMetrics(self._evictions)
+
+    def _evictions(self) -> int:
+        ev = self._backend.stats().get("evictions", {})
+        return sum(ev.values()) if isinstance(ev, dict) else int(ev)
+
+    @property
+    def backend(self) -> CacheBackend:
+        """The backend view this manager reads and writes."""
+        return self._backend
+
+    @property
+    def key_builder(self) -> CacheKeyBuilder:
+        """The key builder (namespace and tenant) of this manager."""
+        return self._key_builder
+
+    def for_tenant(self, tenant: str) -> CacheManager:
+        """Return a manager scoped to ``tenant``, with its own metrics."""
+        return CacheManager(
+            self._backend.for_tenant(tenant),
+            self._key_builder.for_tenant(tenant),
+            default_ttl=self._default_ttl,
+        )
+
+    def _ttl(self, ttl: float | None) -> float | None:
+        return ttl if ttl is not None else self._default_ttl
+
+    def get(self, key: Any, default: Any = None, *, layer: str = DEFAULT_LAYER) -> Any:
+        """Return the value of ``key``, or ``default`` on a miss."""
+        value = self._backend.get(key, MISS, layer=layer)
+        if value is MISS:
+            self.metrics.record(misses=1)
+            return default
+        self.metrics.record(hits=1)
+        return value
+
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+        *,
+        layer: str = DEFAULT_LAYER,
+    ) -> None:
+        """Store ``value`` under ``key`` (``ttl`` defaults to the manager's)."""
+        self._backend.set(key, value, ttl=self._ttl(ttl), tags=tags, layer=layer)
+        self.metrics.record(sets=1)
+
+    def delete(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:
+        """Remove ``key``; return whether it was present."""
+        return self._backend.delete(key, layer=layer)
+
+    def exists(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:
+        """Return whether ``key`` is present."""
+        return self._backend.exists(key, layer=layer)
+
+    def invalidate(self, tag: str) -> int:
+        """Remove every entry of this manager's tenant tagged ``tag``; return how many."""
+        return self._backend.invalidate(tag)
+
+    def clear(self) -> int:
+        """Remove this manager's tenant's entries in its namespace."""
+        return self._backend.clear()
+
+    async def aget(self, key: Any, default: Any = None, *, layer: str = DEFAULT_LAYER) -> Any:
+        """Async `get`."""
+        value = await self._backend.aget(key, MISS, layer=layer)
+        if value is MISS:
+            self.metrics.record(misses=1)
+            return default
+        self.metrics.record(hits=1)
+        return value
+
+    async def aset(
+        self,
+        key: Any,
+        value: Any,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+        *,
+        layer: str = DEFAULT_LAYER,
+    ) -> None:
+        """Async `set`."""
+        await self._backend.aset(key, value, ttl=self._ttl(ttl), tags=tags, layer=layer)
+        self.metrics.record(sets=1)
+
+    async def adelete(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:
+        """Async `delete`."""
+        return await self._backend.adelete(key, layer=layer)
+
+    async def ainvalidate(self, tag: str) -> int:
+        """Async `invalidate`."""
+        return await self._backend.ainvalidate(tag)
+
+    def close(self) -> None:
+        """Release nothing the backend's owner still uses (the cluster stays up)."""
