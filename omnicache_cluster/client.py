@@ -81,22 +81,26 @@ def _no_running_loop(method: str) -> None:
     )
 
 
-def _ensure_local_ray(**init_kwargs: Any) -> bool:
-    """Start a local single-node Ray if none is running; return whether we started it."""
+def _ensure_local_ray(**init_kwargs: Any) -> str | None:
+    """Start a local single-node Ray if none is running.
+
+    Returns the dashboard URL when Ray was started here (``""`` without a dashboard),
+    ``None`` when Ray was already running.
+    """
     # Ray reads this when it is imported: without it, Ray 2.60 listens on the machine's
     # non-loopback address. Local mode keeps every socket on 127.0.0.1.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
-        return False
+        return None
     if init_kwargs.get("address") is None and os.environ.get("RAY_ADDRESS") is None:
         init_kwargs.setdefault("_node_ip_address", "127.0.0.1")
-        init_kwargs.setdefault("include_dashboard", True)
         init_kwargs.setdefault("dashboard_host", "127.0.0.1")
     init_kwargs.setdefault("logging_level", logging.WARNING)
-    ray.init(**init_kwargs)
-    return True
+    context = ray.init(**init_kwargs)
+    url = getattr(context, "dashboard_url", None) or ""
+    return f"http://{url}" if url and not url.startswith("http") else url
 
 
 class CacheCluster:
@@ -133,6 +137,8 @@ class CacheCluster:
         self._ser = self._options.serializer
         self._scope = KeyScope(self._key_ns, self._tenant)
         self._state: _ClusterState = state_for(self._namespace)
+        #: The Ray dashboard's URL when `start` started Ray with a dashboard.
+        self.dashboard_url: str | None = None
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -179,7 +185,7 @@ class CacheCluster:
                 f"max_bytes_per_shard must be a positive int, got {max_bytes_per_shard!r}"
             )
         validate_part("namespace", namespace)
-        owns = _ensure_local_ray(**dict(ray_init or {}))
+        dashboard = _ensure_local_ray(**dict(ray_init or {}))
         import ray
 
         from omnicache_cluster.actors.coordinator import CoordinatorConfig
@@ -228,7 +234,8 @@ class CacheCluster:
             detached=detached,
         )
         ray.get([s.ping.remote() for s in shards] + [coord.ping.remote()])
-        client = cls(namespace, options=options, _owns_ray=owns)
+        client = cls(namespace, options=options, _owns_ray=dashboard is not None)
+        client.dashboard_url = dashboard or None
         state = client._state
         state.coordinator = coord
         state.handles.update(zip(members, shards, strict=True))

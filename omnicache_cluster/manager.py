@@ -97,8 +97,10 @@ class CacheManager:
             )
         self._key_builder = key_builder or CacheKeyBuilder(namespace=backend.key_namespace)
         kb = self._key_builder
-        scoped = backend if backend.key_namespace == kb.namespace else backend.with_key_namespace(
-            kb.namespace
+        scoped = (
+            backend
+            if backend.key_namespace == kb.namespace
+            else backend.with_key_namespace(kb.namespace)
         )
         if scoped.tenant != kb.tenant:
             scoped = scoped.for_tenant(kb.tenant)
