@@ -109,12 +109,23 @@ class _ClusterState:
         self.ring: Ring | None = None
         self.handles: dict[str, Any] = {}
         self.coordinator: Any = None
+        self.cluster_id = ""
         self.lock = threading.Lock()
 
-    def adopt(self, epoch: int, members: Sequence[str], num_slots: int) -> Ring:
-        """Install ring ``epoch`` unless a newer one is already here; return the current."""
+    def adopt(self, epoch: int, members: Sequence[str], num_slots: int, cluster_id: str) -> Ring:
+        """Install ring ``epoch`` unless a newer one is already here; return the current.
+
+        A different ``cluster_id`` means the cluster in this namespace was replaced
+        (Ray reuses worker processes across clusters): every cached handle is stale.
+        """
         with self.lock:
             ring = self.ring
+            if cluster_id != self.cluster_id:
+                coordinator = self.coordinator
+                self.handles.clear()
+                self.coordinator = coordinator
+                self.cluster_id = cluster_id
+                ring = None
             if ring is None or epoch > ring.epoch:
                 ring = Ring(tuple(members), epoch, num_slots)
                 self.ring = ring
@@ -138,6 +149,13 @@ class _ClusterState:
         """Drop a cached handle (its actor died; a new one may take the name)."""
         self.handles.pop(name, None)
 
+    def forget_coordinator(self) -> None:
+        """Drop the coordinator's handle (it died, or the cluster was replaced)."""
+        from omnicache_cluster.actors.remote import COORDINATOR_NAME
+
+        self.coordinator = None
+        self.handles.pop(COORDINATOR_NAME, None)
+
     def coordinator_handle(self) -> Any:
         """Return the coordinator's handle."""
         if self.coordinator is None:
@@ -151,8 +169,15 @@ class _ClusterState:
     def refresh_ring(self, opts: ClientOptions) -> Ring:
         """Fetch the ring from the coordinator and adopt it if newer."""
         import ray
+        from ray.exceptions import RayActorError
 
-        reply = ray.get(self.coordinator_handle().get_ring.remote(), timeout=opts.call_timeout_s)
+        try:
+            reply = ray.get(
+                self.coordinator_handle().get_ring.remote(), timeout=opts.call_timeout_s
+            )
+        except (RayActorError, ValueError):
+            self.forget_coordinator()
+            raise
         return self.adopt(*reply)
 
     def current_ring(self, opts: ClientOptions) -> Ring:
@@ -217,10 +242,16 @@ class _ClusterState:
 
     async def arefresh_ring(self, opts: ClientOptions) -> Ring:
         """Async `refresh_ring`."""
-        coord = self.coordinator
-        if coord is None:
-            coord = await asyncio.to_thread(self.coordinator_handle)
-        reply = await asyncio.wait_for(coord.get_ring.remote(), opts.call_timeout_s)
+        from ray.exceptions import RayActorError
+
+        try:
+            coord = self.coordinator
+            if coord is None:
+                coord = await asyncio.to_thread(self.coordinator_handle)
+            reply = await asyncio.wait_for(coord.get_ring.remote(), opts.call_timeout_s)
+        except (RayActorError, ValueError):
+            self.forget_coordinator()
+            raise
         return self.adopt(*reply)
 
     async def acurrent_ring(self, opts: ClientOptions) -> Ring:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from omnicache_cluster.core.scope import DEFAULT_LAYER, KeyScope, check_ttl
 from omnicache_cluster.core.sentinel import MISS
 from omnicache_cluster.errors import (
     ConfigError,
+    Timeout,
     ValueTooLarge,
 )
 
@@ -208,6 +210,7 @@ class CacheCluster:
                 f"use CacheCluster.connect(namespace={namespace!r})"
             )
         drop_state(namespace)
+        cluster_id = uuid.uuid4().hex
         members = tuple(shard_name(i) for i in range(num_shards))
         shards = [
             shard_actor(
@@ -229,7 +232,11 @@ class CacheCluster:
         ]
         coord = coordinator_actor(
             CoordinatorConfig(
-                namespace=namespace, shard_prefix=SHARD_PREFIX, members=members, num_slots=num_slots
+                namespace=namespace,
+                shard_prefix=SHARD_PREFIX,
+                members=members,
+                num_slots=num_slots,
+                cluster_id=cluster_id,
             ),
             detached=detached,
         )
@@ -238,8 +245,8 @@ class CacheCluster:
         client.dashboard_url = dashboard or None
         state = client._state
         state.coordinator = coord
+        state.adopt(1, members, num_slots, cluster_id)
         state.handles.update(zip(members, shards, strict=True))
-        state.adopt(1, members, num_slots)
         return client
 
     @classmethod
@@ -484,10 +491,15 @@ class CacheCluster:
         handle = self._state.handles.get(ring.members[ring.owner_index(skey)])
         if handle is not None:
             import ray
+            from ray.exceptions import GetTimeoutError, RayActorError
 
+            timeout = self._options.call_timeout_s
             try:
-                reply = ray.get(handle.get.remote(skey), timeout=self._options.call_timeout_s)
-            except Exception:  # slow path below retries and maps the error
+                reply = ray.get(handle.get.remote(skey), timeout=timeout)
+            except GetTimeoutError:
+                raise Timeout(f"get did not answer in {timeout}s") from None
+            except RayActorError:  # restarting or gone: the slow path retries and reroutes
+                self._state.forget(ring.members[ring.owner_index(skey)])
                 reply = 0
             if type(reply) is not int:
                 return self._decode(reply, default)
@@ -594,11 +606,15 @@ class CacheCluster:
         ring = await self._state.acurrent_ring(self._options)
         handle = self._state.handles.get(ring.members[ring.owner_index(skey)])
         if handle is not None:
+            from ray.exceptions import RayActorError
+
+            timeout = self._options.call_timeout_s
             try:
-                reply = await asyncio.wait_for(
-                    handle.get.remote(skey), self._options.call_timeout_s
-                )
-            except Exception:  # slow path below retries and maps the error
+                reply = await asyncio.wait_for(handle.get.remote(skey), timeout)
+            except TimeoutError:
+                raise Timeout(f"aget did not answer in {timeout}s") from None
+            except RayActorError:  # restarting or gone: the slow path retries and reroutes
+                self._state.forget(ring.members[ring.owner_index(skey)])
                 reply = 0
             if type(reply) is not int:
                 return self._decode(reply, default)

@@ -47,7 +47,8 @@ import json, os
 from omnicache_cluster import CacheCluster
 import ray
 ray.init(address={ray.get_runtime_context().gcs_address!r})
-c = CacheCluster.connect(namespace={cluster.namespace!r}).with_key_namespace({cluster.key_namespace!r})
+c = CacheCluster.connect(namespace={cluster.namespace!r})
+c = c.with_key_namespace({cluster.key_namespace!r})
 print(json.dumps(c.get("greeting")))
 c.set("from-driver-2", "written by the second driver")
 """
@@ -103,7 +104,7 @@ def test_multi_key_calls_make_one_call_per_shard(cluster):
     before = {s["shard"]: s["hits"] + s["misses"] for s in cluster.stats()["shards"]}
     assert cluster.get_many(keys) == keys
     after = {s["shard"]: s["hits"] + s["misses"] for s in cluster.stats()["shards"]}
-    ring_owned = {name: 0 for name in before}
+    ring_owned = dict.fromkeys(before, 0)
     for k in keys:
         ring_owned[cluster._state.ring.owner(cluster.key(k))] += 1
     assert {n: after[n] - before[n] for n in after} == ring_owned
@@ -138,7 +139,8 @@ def test_tenants_are_isolated(cluster):
     b.set("q2", 1)
     assert b.clear() == 1
     assert a.get("q") == "acme answer"
-    assert a.stats()["entries"] == 1 and a.stats()["tenant"] == "acme"
+    assert a.stats()["entries"] == 1
+    assert a.stats()["tenant"] == "acme"
     key_of_a = CacheKeyBuilder(cluster.key_namespace, "acme").build("default", "x")
     with pytest.raises(ValueError, match="tenant"):
         b.get(key_of_a)
@@ -312,3 +314,29 @@ def test_stats_are_live(cluster):
     assert after["misses"] - before["misses"] == 2
     assert after["epoch"] >= 1
     assert len(after["shards"]) == 2
+
+
+def test_a_replaced_cluster_in_the_same_namespace_is_not_confused(ray_session):
+    """Ray reuses worker processes: their cached ring and handles must not outlive the
+    cluster they belonged to (epochs of the new cluster start at 1 again)."""
+    ray = ray_session
+    from tests.conftest import unique
+
+    namespace = unique("replaced")
+
+    @ray.remote(num_cpus=0.1)
+    class Worker:
+        def use(self, client, key, value):
+            client.set(key, value)
+            return client.get(key), client.ring_epoch
+
+    worker = Worker.remote()
+    first = CacheCluster.start(num_shards=2, namespace=namespace)
+    assert ray.get(worker.use.remote(first, "k", 1)) == (1, 1)
+    first.shutdown(stop_ray=False)
+    second = CacheCluster.start(num_shards=1, namespace=namespace)
+    try:
+        assert ray.get(worker.use.remote(second, "k", 2)) == (2, 1)
+        assert second.get("k") == 2
+    finally:
+        second.shutdown(stop_ray=False)

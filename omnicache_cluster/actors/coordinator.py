@@ -33,6 +33,9 @@ class CoordinatorConfig:
     shard_prefix: str
     members: tuple[str, ...]
     num_slots: int = DEFAULT_SLOTS
+    #: Random per `CacheCluster.start`: tells a client that a cluster in the same
+    #: namespace was replaced (its epochs start again at 1).
+    cluster_id: str = ""
     call_timeout_s: float = 30.0
 
 
@@ -50,6 +53,8 @@ class CoordinatorActor:
         try:
             import ray
 
+            if not ray.is_initialized():  # a plain object in a unit test
+                return False
             with warnings.catch_warnings():  # the property reads a deprecated attribute
                 warnings.simplefilter("ignore")
                 return bool(ray.get_runtime_context().was_current_actor_reconstructed)
@@ -89,10 +94,10 @@ class CoordinatorActor:
     def _summary(self) -> tuple[int, int]:
         return self._ring.epoch, len(self._ring.members)
 
-    async def get_ring(self) -> tuple[int, tuple[str, ...], int]:
-        """Return ``(epoch, members, num_slots)``."""
+    async def get_ring(self) -> tuple[int, tuple[str, ...], int, str]:
+        """Return ``(epoch, members, num_slots, cluster_id)``."""
         await self._recover()
-        return self._ring.epoch, self._ring.members, self._ring.num_slots
+        return self._ring.epoch, self._ring.members, self._ring.num_slots, self._config.cluster_id
 
     async def set_members(self, members: Sequence[str]) -> int:
         """Change the membership, bump the epoch, and push the ring to every shard.

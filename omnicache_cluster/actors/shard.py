@@ -76,6 +76,8 @@ class ShardActor:
         try:
             import ray
 
+            if not ray.is_initialized():  # a plain object in a unit test
+                return False
             with warnings.catch_warnings():  # the property reads a deprecated attribute
                 warnings.simplefilter("ignore")
                 return bool(ray.get_runtime_context().was_current_actor_reconstructed)
@@ -116,7 +118,7 @@ class ShardActor:
             import ray
 
             coord = ray.get_actor(self._config.coordinator, namespace=self._config.namespace)
-            epoch, members, _ = await coord.get_ring.remote()
+            epoch, members, _slots, _cluster_id = await coord.get_ring.remote()
             self._apply_ring(epoch, tuple(members))
             self._stale = False
 
