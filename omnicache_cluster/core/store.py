@@ -188,6 +188,8 @@ class LRUStore:
             self._tags.setdefault(tag, set()).add(key)
         if expires_at is not None:
             heapq.heappush(self._expiry, (expires_at, key))
+            if len(self._expiry) > 2 * len(self._data) + 1024:
+                self._compact_expiry()
         self.stats.sets += 1
         self._enforce(tenant, keep=key)
 
@@ -260,6 +262,14 @@ class LRUStore:
         if predicate is None:
             self._expiry.clear()
         return len(victims)
+
+    def _compact_expiry(self) -> None:
+        # Re-setting a key leaves its old heap item behind; drop the stale ones so the
+        # heap stays proportional to the entries (its memory is not charged).
+        self._expiry = [
+            (e.expires_at, k) for k, e in self._data.items() if e.expires_at is not None
+        ]
+        heapq.heapify(self._expiry)
 
     def expire(self, limit: int | None = None) -> int:
         """Sweep entries whose expiry has passed; return how many were removed."""
