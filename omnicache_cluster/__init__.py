@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from omnicache_cluster.backends.memory import InMemoryBackend
     from omnicache_cluster.client import CacheCluster, ClientOptions
     from omnicache_cluster.core.codec import JsonCodec, MsgpackCodec, PickleCodec, Serializer
+    from omnicache_cluster.core.quota import TenantQuota
     from omnicache_cluster.manager import CacheManager, CacheMetrics
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "QuotaExceeded",
     "Serializer",
     "ShardUnavailable",
+    "TenantQuota",
     "Timeout",
     "TransientError",
     "ValueTooLarge",
@@ -69,6 +71,7 @@ _LAZY = {
     "MsgpackCodec": "omnicache_cluster.core.codec",
     "PickleCodec": "omnicache_cluster.core.codec",
     "Serializer": "omnicache_cluster.core.codec",
+    "TenantQuota": "omnicache_cluster.core.quota",
 }
 
 

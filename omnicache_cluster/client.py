@@ -16,13 +16,14 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from omnicache_cluster._routing import _Batch, _ClusterState, drop_state, state_for
 from omnicache_cluster.core.codec import Serializer
 from omnicache_cluster.core.keys import validate_part
+from omnicache_cluster.core.quota import TenantQuota
 from omnicache_cluster.core.ring import DEFAULT_SLOTS
 from omnicache_cluster.core.scope import DEFAULT_LAYER, KeyScope, check_ttl
 from omnicache_cluster.core.sentinel import MISS
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     pass
 
 __all__ = ["CacheCluster", "ClientOptions"]
+
+T = TypeVar("T")
 
 _log = logging.getLogger(__name__)
 
@@ -158,6 +161,7 @@ class CacheCluster:
         scheduling_strategy: str | None = "SPREAD",
         shard_options: Mapping[str, Any] | None = None,
         ray_init: Mapping[str, Any] | None = None,
+        tenant_quotas: Mapping[str, TenantQuota] | None = None,
     ) -> CacheCluster:
         """Create the coordinator and ``num_shards`` shard actors; return an admin client.
 
@@ -175,6 +179,8 @@ class CacheCluster:
             scheduling_strategy: Ray scheduling strategy for the shards.
             shard_options: extra ``ray.remote`` options for shards (``num_cpus``, ...).
             ray_init: keyword arguments for ``ray.init`` when Ray is started here.
+            tenant_quotas: limits per tenant (bytes, computes); `set_tenant_quota`
+                changes them at runtime.
 
         Raises:
             ValueError: a bad argument (names it).
@@ -209,6 +215,10 @@ class CacheCluster:
                 f"a cache cluster already runs in namespace {namespace!r}; "
                 f"use CacheCluster.connect(namespace={namespace!r})"
             )
+        quotas = dict(tenant_quotas or {})
+        for tenant, quota in quotas.items():
+            if not isinstance(quota, TenantQuota):
+                raise TypeError(f"quota of {tenant!r} must be a TenantQuota, got {quota!r}")
         drop_state(namespace)
         cluster_id = uuid.uuid4().hex
         members = tuple(shard_name(i) for i in range(num_shards))
@@ -237,10 +247,13 @@ class CacheCluster:
                 members=members,
                 num_slots=num_slots,
                 cluster_id=cluster_id,
+                tenant_quotas=tuple((validate_part("tenant", t), q) for t, q in quotas.items()),
             ),
             detached=detached,
         )
         ray.get([s.ping.remote() for s in shards] + [coord.ping.remote()])
+        if quotas:  # the shards enforce their share of each tenant's byte budget
+            ray.get(coord.publish.remote())
         client = cls(namespace, options=options, _owns_ray=dashboard is not None)
         client.dashboard_url = dashboard or None
         state = client._state
@@ -486,9 +499,13 @@ class CacheCluster:
     def get(self, key: Any, default: Any = MISS, *, layer: str = DEFAULT_LAYER) -> Any:
         """Return the value of ``key``, or ``default`` (`MISS`) if absent or expired."""
         _no_running_loop("get")
-        skey = self.key(key, layer)
+        return self._decode(self._raw_get(self.key(key, layer)), default)
+
+    def _raw_get(self, skey: str) -> bytes | None:
+        """Return the stored envelope of ``skey`` (one call to its owner), or ``None``."""
         ring = self._state.current_ring(self._options)
-        handle = self._state.handles.get(ring.members[ring.owner_index(skey)])
+        name = ring.members[ring.owner_index(skey)]
+        handle = self._state.handles.get(name)
         if handle is not None:
             import ray
             from ray.exceptions import GetTimeoutError, RayActorError
@@ -497,14 +514,75 @@ class CacheCluster:
             try:
                 reply = ray.get(handle.get.remote(skey), timeout=timeout)
             except GetTimeoutError:
-                raise Timeout(f"get did not answer in {timeout}s") from None
+                raise Timeout(f"shard {name} did not answer in {timeout}s") from None
             except RayActorError:  # restarting or gone: the slow path retries and reroutes
-                self._state.forget(ring.members[ring.owner_index(skey)])
+                self._state.forget(name)
                 reply = 0
-            if type(reply) is not int:
-                return self._decode(reply, default)
-        value = self._do("get_many", [skey]).results[0]
-        return self._decode(value, default)
+            if type(reply) is not int:  # an int is the shard's epoch: moved
+                return reply  # type: ignore[no-any-return]
+        return self._do("get_many", [skey]).results[0]  # type: ignore[no-any-return]
+
+    def _raw_set(self, skey: str, data: bytes, ttl: float | None, tags: tuple[str, ...]) -> None:
+        """Store an envelope already encoded (and checked) by `encode`."""
+        self._set_errors(self._do("set_many", [skey], [(skey, data, ttl, tags)]))
+
+    def get_or_compute(
+        self,
+        key: Any,
+        fn: Callable[[], T],
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+        layer: str = DEFAULT_LAYER,
+        wait_timeout: float = 600.0,
+        lease_ttl: float = 10.0,
+    ) -> T:
+        """Return the cached value of ``key``, computing it with ``fn()`` on a miss.
+
+        On a miss exactly one caller in the whole cluster runs ``fn``; concurrent
+        callers of the same key wait for its value (or get its exception, with its
+        type). The leader holds a lease of ``lease_ttl`` seconds, renewed while ``fn``
+        runs; if its process dies, a waiter takes over once the lease runs out.
+
+        A cache fault (shard or coordinator unreachable, undecodable bytes) never
+        reaches the caller: ``fn`` runs, and the fault is counted and logged.
+
+        Args:
+            key: the key (see `get`).
+            fn: computes the value; called with no arguments.
+            ttl: seconds the computed value lives.
+            tags: tags of the computed value.
+            layer: the key's layer.
+            wait_timeout: how long a waiter waits for the leader.
+            lease_ttl: the leader's lease, renewed every third of it.
+
+        Raises:
+            Timeout: waited ``wait_timeout`` seconds for the leader.
+            QuotaExceeded: the tenant is over a compute limit with policy ``raise``.
+            Exception: whatever ``fn`` (this caller's or the leader's) raised.
+        """
+        _no_running_loop("get_or_compute")
+        from omnicache_cluster._flight import get_or_compute
+
+        ttl, stags, wait_timeout, lease_ttl = self._flight_args(ttl, tags, wait_timeout, lease_ttl)
+        return get_or_compute(
+            self,
+            key,
+            fn,
+            ttl=ttl,
+            tags=stags,
+            layer=layer,
+            wait_timeout=wait_timeout,
+            lease_ttl=lease_ttl,
+        )
+
+    def _flight_args(
+        self, ttl: float | None, tags: Iterable[str] | None, wait_timeout: float, lease_ttl: float
+    ) -> tuple[float | None, tuple[str, ...], float, float]:
+        for name, value in (("wait_timeout", wait_timeout), ("lease_ttl", lease_ttl)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        return check_ttl(ttl), self._scope.tags(tags), float(wait_timeout), float(lease_ttl)
 
     def get_many(
         self, keys: Iterable[Any], default: Any = MISS, *, layer: str = DEFAULT_LAYER
@@ -592,19 +670,66 @@ class CacheCluster:
         _no_running_loop("clear")
         return sum(self._state.broadcast("clear", self._clear_prefix(all_tenants), self._options))
 
+    def set_tenant_quota(self, tenant: str, quota: TenantQuota | None) -> None:
+        """Set (``None``: remove) ``tenant``'s quota, cluster-wide, effective at once.
+
+        Raises:
+            PermissionError: called on a tenant-scoped client.
+        """
+        _no_running_loop("set_tenant_quota")
+        import ray
+
+        self._require_admin("set_tenant_quota")
+        validate_part("tenant", tenant)
+        if quota is not None and not isinstance(quota, TenantQuota):
+            raise TypeError(f"quota must be a TenantQuota or None, got {quota!r}")
+        coord = self._state.coordinator_handle()
+        ref = coord.set_tenant_quota.remote(tenant, quota)
+        ray.get(ref, timeout=self._options.retry_deadline_s)
+
+    def tenant_quota(self, tenant: str | None = None) -> TenantQuota | None:
+        """Return the quota of ``tenant`` (this client's tenant by default)."""
+        _no_running_loop("tenant_quota")
+        import ray
+
+        name = self._tenant if tenant is None else tenant
+        if name != self._tenant:
+            self._require_admin("tenant_quota of another tenant")
+        coord = self._state.coordinator_handle()
+        quotas = ray.get(coord.tenant_quotas.remote(), timeout=self._options.call_timeout_s)
+        return quotas.get(name)  # type: ignore[no-any-return]
+
     def stats(self) -> dict[str, Any]:
-        """Return cluster stats (admin) or this tenant's stats (tenant-scoped client)."""
+        """Return cluster stats (admin) or this tenant's stats (tenant-scoped client).
+
+        Tenant stats: entries, bytes, hits, misses, sets and evictions from the shards,
+        plus computes, throttled and lease waits from the coordinator.
+        """
         _no_running_loop("stats")
+        import ray
+
+        coord = self._state.coordinator_handle()
+        usage_ref = coord.tenant_usage.remote(None if self._admin else self._tenant)
         per_shard = self._state.broadcast("stats", self._stats_arg(), self._options)
+        try:
+            usage = ray.get(usage_ref, timeout=self._options.call_timeout_s)
+        except Exception as exc:  # stats without the coordinator's part are still useful
+            _log.warning("stats: coordinator did not answer: %s", exc)
+            usage = {}
+        return self._merge_stats(per_shard, usage)
         return self._merge_stats(per_shard)
 
     # -- async API --------------------------------------------------------------------
 
     async def aget(self, key: Any, default: Any = MISS, *, layer: str = DEFAULT_LAYER) -> Any:
         """Async `get`."""
-        skey = self.key(key, layer)
+        return self._decode(await self._araw_get(self.key(key, layer)), default)
+
+    async def _araw_get(self, skey: str) -> bytes | None:
+        """Async `_raw_get`."""
         ring = await self._state.acurrent_ring(self._options)
-        handle = self._state.handles.get(ring.members[ring.owner_index(skey)])
+        name = ring.members[ring.owner_index(skey)]
+        handle = self._state.handles.get(name)
         if handle is not None:
             from ray.exceptions import RayActorError
 
@@ -612,14 +737,45 @@ class CacheCluster:
             try:
                 reply = await asyncio.wait_for(handle.get.remote(skey), timeout)
             except TimeoutError:
-                raise Timeout(f"aget did not answer in {timeout}s") from None
+                raise Timeout(f"shard {name} did not answer in {timeout}s") from None
             except RayActorError:  # restarting or gone: the slow path retries and reroutes
-                self._state.forget(ring.members[ring.owner_index(skey)])
+                self._state.forget(name)
                 reply = 0
             if type(reply) is not int:
-                return self._decode(reply, default)
-        value = (await self._ado("get_many", [skey])).results[0]
-        return self._decode(value, default)
+                return reply  # type: ignore[no-any-return]
+        return (await self._ado("get_many", [skey])).results[0]  # type: ignore[no-any-return]
+
+    async def _araw_set(
+        self, skey: str, data: bytes, ttl: float | None, tags: tuple[str, ...]
+    ) -> None:
+        """Async `_raw_set`."""
+        self._set_errors(await self._ado("set_many", [skey], [(skey, data, ttl, tags)]))
+
+    async def aget_or_compute(
+        self,
+        key: Any,
+        fn: Callable[[], T | Awaitable[T]],
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+        layer: str = DEFAULT_LAYER,
+        wait_timeout: float = 600.0,
+        lease_ttl: float = 10.0,
+    ) -> T:
+        """Async `get_or_compute`; ``fn`` may return a value or an awaitable."""
+        from omnicache_cluster._flight import aget_or_compute
+
+        ttl, stags, wait_timeout, lease_ttl = self._flight_args(ttl, tags, wait_timeout, lease_ttl)
+        return await aget_or_compute(
+            self,
+            key,
+            fn,
+            ttl=ttl,
+            tags=stags,
+            layer=layer,
+            wait_timeout=wait_timeout,
+            lease_ttl=lease_ttl,
+        )
 
     async def aget_many(
         self, keys: Iterable[Any], default: Any = MISS, *, layer: str = DEFAULT_LAYER
@@ -686,8 +842,15 @@ class CacheCluster:
 
     async def astats(self) -> dict[str, Any]:
         """Async `stats`."""
+        coord = self._state.coordinator or await asyncio.to_thread(self._state.coordinator_handle)
+        usage_ref = coord.tenant_usage.remote(None if self._admin else self._tenant)
         per_shard = await self._state.abroadcast("stats", self._stats_arg(), self._options)
-        return self._merge_stats(per_shard)
+        try:
+            usage = await asyncio.wait_for(usage_ref, self._options.call_timeout_s)
+        except Exception as exc:  # stats without the coordinator's part are still useful
+            _log.warning("stats: coordinator did not answer: %s", exc)
+            usage = {}
+        return self._merge_stats(per_shard, usage)
 
     # -- shared helpers ---------------------------------------------------------------
 
@@ -708,7 +871,9 @@ class CacheCluster:
         self._require_admin("clear(all_tenants=True)")
         return None
 
-    def _merge_stats(self, per_shard: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def _merge_stats(
+        self, per_shard: Sequence[dict[str, Any]], usage: dict[str, dict[str, int]]
+    ) -> dict[str, Any]:
         totals: dict[str, Any] = {}
         for key in ("entries", "bytes", "hits", "misses", "sets"):
             totals[key] = sum(int(s.get(key, 0)) for s in per_shard)
@@ -722,9 +887,13 @@ class CacheCluster:
             totals["evictions"] = ev
             totals["deletes"] = sum(s["deletes"] for s in per_shard)
             totals["epoch"] = max(s["epoch"] for s in per_shard)
+            totals["tenants"] = usage
         else:
             totals["tenant"] = self._tenant
             totals["evictions"] = sum(int(s.get("evictions", 0)) for s in per_shard)
+            mine = usage.get(self._tenant, {})
+            for name in ("computes", "throttled", "lease_waits"):
+                totals[name] = mine.get(name, 0)
         totals["shards"] = list(per_shard)
         return totals
 

@@ -1,12 +1,18 @@
 """`CoordinatorActor`: owns the ring and its epoch, and tells the shards about changes.
 
 Clients ask it for the ring once, then again only when a shard answers *moved*; it is
-never on the per-key hit path. Later parts (single-flight leases, tenant quotas) also
-live here. The class is plain; `omnicache_cluster.actors.remote` applies ``ray.remote``.
+never on the per-key hit path. It also hosts the cluster-wide single-flight leases
+(`LeaseTable`: on a miss, one caller in the whole cluster computes) and the tenant
+quotas (`QuotaBook` on the miss path; byte shares pushed to the shards). A miss is
+followed by an LLM call that costs ~1000x an actor call, so one coordinator is enough
+(``bench/single_flight.py`` measures it). The class is plain;
+`omnicache_cluster.actors.remote` applies ``ray.remote``.
 
 After a restart by Ray the constructor runs again with its first arguments, which may
 be an old membership: the coordinator then asks every live shard of the cluster which
-(epoch, members) it serves and adopts the newest, so the epoch never goes backwards.
+(epoch, members, quotas) it serves and adopts the newest, so neither the epoch nor the
+quotas go backwards. Leases in flight are lost with it: their waiters' calls fail,
+and they fail open (compute without single-flight) or retry.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from omnicache_cluster.core.quota import QuotaBook, TenantQuota
 from omnicache_cluster.core.ring import DEFAULT_SLOTS, Ring
+from omnicache_cluster.core.singleflight import LeaseTable, Outcome
 
 __all__ = ["CoordinatorActor", "CoordinatorConfig"]
 
@@ -37,6 +45,8 @@ class CoordinatorConfig:
     #: namespace was replaced (its epochs start again at 1).
     cluster_id: str = ""
     call_timeout_s: float = 30.0
+    tenant_quotas: tuple[tuple[str, TenantQuota], ...] = ()
+    reap_interval_s: float = 0.1
 
 
 class CoordinatorActor:
@@ -47,6 +57,12 @@ class CoordinatorActor:
         self._ring = Ring(config.members, 1, config.num_slots)
         self._lock: asyncio.Lock | None = None
         self._recovered = not self._was_restarted()
+        self._quotas = QuotaBook()
+        for tenant, quota in config.tenant_quotas:
+            self._quotas.set(tenant, quota)
+        self._quota_gen = 1
+        self._leases = LeaseTable(self._quotas)
+        self._reaper: asyncio.Task[None] | None = None
 
     @staticmethod
     def _was_restarted() -> bool:
@@ -78,16 +94,25 @@ class CoordinatorActor:
                 n for n in ray.util.list_named_actors() if n.startswith(self._config.shard_prefix)
             ]
             best: tuple[int, tuple[str, ...]] = (self._ring.epoch, self._ring.members)
+            quotas: tuple[int, dict[str, TenantQuota]] = (self._quota_gen, self._quotas.quotas())
             for name in names:
                 try:
                     handle = ray.get_actor(name, namespace=self._config.namespace)
-                    epoch, members = await asyncio.wait_for(handle.ring_view.remote(), 10.0)
+                    view = await asyncio.wait_for(handle.ring_view.remote(), 10.0)
                 except Exception as exc:  # a dead shard cannot tell us anything
                     _log.warning("ring recovery: shard %s did not answer: %s", name, exc)
                     continue
+                epoch, members, generation, shard_quotas = view
                 if members and epoch > best[0]:
                     best = (epoch, tuple(members))
+                if generation > quotas[0]:
+                    quotas = (generation, shard_quotas)
             self._ring = Ring(best[1], best[0], self._config.num_slots)
+            self._quota_gen = quotas[0]
+            for tenant in set(self._quotas.quotas()) - set(quotas[1]):
+                self._quotas.set(tenant, None)
+            for tenant, quota in quotas[1].items():
+                self._quotas.set(tenant, quota)
             self._recovered = True
             _log.info("coordinator recovered ring epoch %d with %d shards", *self._summary())
 
@@ -119,16 +144,89 @@ class CoordinatorActor:
     async def _push(self, ring: Ring, names: set[str]) -> None:
         import ray
 
+        quotas, generation, n = self._quotas.quotas(), self._quota_gen, len(ring.members)
+
         async def push(name: str) -> None:
             handle = ray.get_actor(name, namespace=self._config.namespace)
-            await asyncio.wait_for(
-                handle.set_ring.remote(ring.epoch, ring.members), self._config.call_timeout_s
-            )
+            timeout = self._config.call_timeout_s
+            await asyncio.wait_for(handle.set_ring.remote(ring.epoch, ring.members), timeout)
+            await asyncio.wait_for(handle.set_tenant_quotas.remote(generation, quotas, n), timeout)
 
         results = await asyncio.gather(*(push(n) for n in sorted(names)), return_exceptions=True)
         for name, result in zip(sorted(names), results, strict=True):
             if isinstance(result, BaseException):
                 _log.warning("could not push ring epoch %d to %s: %s", ring.epoch, name, result)
+
+    async def shard_view(self) -> tuple[int, tuple[str, ...], int, dict[str, TenantQuota]]:
+        """Return what a (re)starting shard needs: epoch, members, quota generation, quotas."""
+        await self._recover()
+        return self._ring.epoch, self._ring.members, self._quota_gen, self._quotas.quotas()
+
+    # -- single-flight leases ------------------------------------------------------------
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.reap_interval_s)
+            try:
+                self._leases.reap()
+            except Exception:  # the reaper must outlive any one bad flight
+                _log.exception("lease reaper failed")
+
+    async def acquire(
+        self, key: str, tenant: str, lease_ttl: float, wait_timeout: float
+    ) -> Outcome:
+        """Lead the compute of ``key`` or wait for its leader (see `LeaseTable.acquire`)."""
+        self._ensure_reaper()
+        return await self._leases.acquire(key, tenant, lease_ttl, wait_timeout)
+
+    async def renew(self, leases: Sequence[tuple[str, int]], lease_ttl: float) -> list[bool]:
+        """Extend leases still held; return which ones were."""
+        return [self._leases.renew(key, token, lease_ttl) for key, token in leases]
+
+    async def release(self, key: str, token: int, kind: str, payload: Any = None) -> bool:
+        """End a flight: ``kind`` is ``done`` (payload: the encoded value), ``error``
+        (payload: the exception) or ``retry`` (the value could not be shared)."""
+        if kind not in ("done", "error", "retry"):
+            raise ValueError(f"release kind must be done, error or retry, got {kind!r}")
+        return self._leases.release(key, token, (kind, payload))
+
+    async def lease_stats(self) -> dict[str, Any]:
+        """Return the lease table's counters."""
+        return self._leases.snapshot()
+
+    # -- tenant quotas -------------------------------------------------------------------
+
+    async def set_tenant_quota(self, tenant: str, quota: TenantQuota | None) -> int:
+        """Set (``None``: remove) ``tenant``'s quota and push byte shares to the shards."""
+        await self._recover()
+        async with self._get_lock():
+            self._quotas.set(tenant, quota)
+            self._quota_gen += 1
+            await self._push(self._ring, set(self._ring.members))
+            return self._quota_gen
+
+    async def tenant_quotas(self) -> dict[str, TenantQuota]:
+        """Return every tenant's quota."""
+        await self._recover()
+        return self._quotas.quotas()
+
+    async def tenant_usage(self, tenant: str | None = None) -> dict[str, dict[str, int]]:
+        """Return miss-path counters per tenant (only ``tenant``'s when given)."""
+        names = [tenant] if tenant is not None else self._quotas.tenants()
+        out = {}
+        for name in names:
+            u = self._quotas.usage(name)
+            out[name] = {
+                "computes": u.computes,
+                "computing": u.running,
+                "throttled": u.throttled,
+                "lease_waits": u.lease_waits,
+            }
+        return out
 
     async def publish(self) -> int:
         """Push the current ring to every member again; return the epoch."""

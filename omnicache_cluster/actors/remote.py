@@ -13,10 +13,19 @@ import ray
 from omnicache_cluster.actors.coordinator import CoordinatorActor, CoordinatorConfig
 from omnicache_cluster.actors.shard import ShardActor, ShardConfig
 
-__all__ = ["COORDINATOR_NAME", "SHARD_PREFIX", "coordinator_actor", "shard_actor", "shard_name"]
+__all__ = [
+    "COORDINATOR_NAME",
+    "SEMANTIC_INDEX_NAME",
+    "SHARD_PREFIX",
+    "coordinator_actor",
+    "semantic_index_actor",
+    "shard_actor",
+    "shard_name",
+]
 
 COORDINATOR_NAME = "omnicache-coordinator"
 SHARD_PREFIX = "omnicache-shard-"
+SEMANTIC_INDEX_NAME = "omnicache-semantic-index"
 
 
 def shard_name(index: int) -> str:
@@ -29,8 +38,8 @@ def _options(name: str, namespace: str, detached: bool, **extra: Any) -> dict[st
         "name": name,
         "namespace": namespace,
         "max_restarts": -1,
-        # Retried calls on a restarting actor: every shard method is idempotent per
-        # key except counters, which are statistics.
+        # Ray does not retry calls: the client does, within its deadline, and reroutes
+        # them if the ring changed meanwhile.
         "max_task_retries": 0,
         "max_concurrency": 1000,
         "num_cpus": 0,
@@ -61,7 +70,24 @@ def coordinator_actor(
     config: CoordinatorConfig, *, detached: bool = False, **options: Any
 ) -> ray.actor.ActorHandle:
     """Create the named coordinator actor of ``config``."""
+    # Waiters of single-flight leases park in the coordinator: allow many at once.
+    options.setdefault("max_concurrency", 10_000)
     cls = ray.remote(**_options(COORDINATOR_NAME, config.namespace, detached, **options))(
         CoordinatorActor
     )
     return cls.remote(config)
+
+
+def semantic_index_actor(config: Any, **options: Any) -> ray.actor.ActorHandle:
+    """Return the cluster's semantic index actor, creating it if it does not exist.
+
+    Detached, so it outlives the task that happened to create it first;
+    `CacheCluster.shutdown` kills it. ``get_if_exists`` makes concurrent creators
+    (two workers' first semantic lookups) get the same actor.
+    """
+    from omnicache_cluster.actors.semantic import SemanticIndexActor
+
+    cls = ray.remote(**_options(SEMANTIC_INDEX_NAME, config.namespace, True, **options))(
+        SemanticIndexActor
+    )
+    return cls.options(get_if_exists=True).remote(config)

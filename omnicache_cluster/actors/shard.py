@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from omnicache_cluster.core.quota import TenantQuota
 from omnicache_cluster.core.ring import DEFAULT_SLOTS, Ring, key_hash
 from omnicache_cluster.core.store import LRUStore
 from omnicache_cluster.errors import ValueTooLarge
@@ -64,6 +65,8 @@ class ShardActor:
         self._tenant_counts: dict[str, list[int]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._ring_lock: asyncio.Lock | None = None
+        self._quota_gen = 0
+        self._quotas: dict[str, TenantQuota] = {}
         self._started = time.time()
         if epoch and members:
             self._apply_ring(epoch, tuple(members))
@@ -100,10 +103,26 @@ class ShardActor:
         self._stale = False
         return self._epoch
 
-    async def ring_view(self) -> tuple[int, tuple[str, ...]]:
-        """Return the (epoch, members) this shard serves under."""
+    async def ring_view(self) -> tuple[int, tuple[str, ...], int, dict[str, TenantQuota]]:
+        """Return the (epoch, members, quota generation, quotas) this shard serves under."""
         await self._ready()
-        return self._epoch, self._members
+        return self._epoch, self._members, self._quota_gen, dict(self._quotas)
+
+    async def set_tenant_quotas(
+        self, generation: int, quotas: dict[str, TenantQuota], num_shards: int
+    ) -> int:
+        """Adopt tenant quotas ``generation`` if newer: each tenant's byte share here is
+        ``max_bytes / num_shards``. Returns the generation now held."""
+        if generation < self._quota_gen:
+            return self._quota_gen
+        for tenant in set(self._quotas) - set(quotas):
+            self._store.set_tenant_limit(tenant, None)
+        for tenant, quota in quotas.items():
+            share = None if quota.max_bytes is None else -(-quota.max_bytes // max(num_shards, 1))
+            self._store.set_tenant_limit(tenant, share)
+        self._quotas = dict(quotas)
+        self._quota_gen = generation
+        return generation
 
     async def _ready(self) -> None:
         if self._sweeper is None:
@@ -118,8 +137,9 @@ class ShardActor:
             import ray
 
             coord = ray.get_actor(self._config.coordinator, namespace=self._config.namespace)
-            epoch, members, _slots, _cluster_id = await coord.get_ring.remote()
+            epoch, members, generation, quotas = await coord.shard_view.remote()
             self._apply_ring(epoch, tuple(members))
+            await self.set_tenant_quotas(generation, quotas, len(members))
             self._stale = False
 
     def _moved(self, keys: Sequence[str]) -> list[int]:
