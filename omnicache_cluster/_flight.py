@@ -1,9 +1,12 @@
 """``get_or_compute``: a cache lookup, and on a miss one compute in the whole cluster.
 
-The hit path is one shard call, as for ``get``. Only a miss goes to the coordinator
-for a lease (`omnicache_cluster.core.singleflight`): the leader checks the cache once
-more inside the flight, computes, stores, and hands the encoded value to every waiter;
-a waiter gets the leader's value or re-raises the leader's exception.
+A hit is one shard call, as for ``get``. A miss costs one more: the shard that owns
+the key looks it up and, on a miss, leads or joins the key's flight in the same call
+(`omnicache_cluster.actors._leases`); the leader computes, then stores its value and
+hands it to every waiter in one call. A waiter gets the leader's value or re-raises
+the leader's exception. Tenants with compute quotas take their lease from the
+coordinator instead, which admits computes cluster-wide; such a leader checks the
+cache once more inside the flight before computing.
 
 Cache faults never reach the caller: if a shard or the coordinator cannot be reached,
 or stored bytes do not decode, the user function runs anyway, and the fault is
@@ -165,6 +168,20 @@ def _encode_or_none(client: CacheCluster, value: Any) -> bytes | None:
         return None
 
 
+def _lease_timeout(client: CacheCluster, wait_timeout: float) -> float:
+    return wait_timeout + client.options.call_timeout_s
+
+
+def _finish_args(
+    skey: str, token: int, outcome: tuple[str, Any], ttl: float | None, tags: tuple[str, ...]
+) -> tuple[str, tuple[Any, ...]]:
+    """The call that ends a shard-hosted flight."""
+    kind, payload = outcome
+    if kind == "done":
+        return "set_and_release", ((skey, payload, ttl, tags), token)
+    return "release", (skey, token, kind, payload)
+
+
 def get_or_compute(
     client: CacheCluster,
     key: Any,
@@ -181,36 +198,34 @@ def get_or_compute(
 
     skey = client.key(key, layer)
     faults = _cache_faults()
+    timeout = _lease_timeout(client, wait_timeout)
     try:
-        value = _decode_or_miss(client, client._raw_get(skey))
-    except faults as exc:
-        record_fault("get", exc)
-        return fn()
-    if value is not MISS:
-        return value
-    try:
-        coord = client._state.coordinator_handle()
-        ref = coord.acquire.remote(skey, client.tenant, lease_ttl, wait_timeout)
-        kind, payload = ray.get(ref, timeout=wait_timeout + client.options.call_timeout_s)
+        args = (skey, lease_ttl, wait_timeout)
+        (kind, payload), site = client._state.call_owner(
+            skey, "get_or_lease", args, client.options, timeout
+        )
+        on_shard = kind != "coordinate"
+        if not on_shard:
+            site = client._state.coordinator_handle()
+            ref = site.acquire.remote(skey, client.tenant, lease_ttl, wait_timeout)
+            kind, payload = ray.get(ref, timeout=timeout)
     except faults as exc:
         record_fault("lease", exc)
         return _store(client, skey, fn(), ttl, tags)
+    if kind == "hit":
+        value = _decode_or_miss(client, payload)
+        return _store(client, skey, fn(), ttl, tags) if value is MISS else value
     if kind != "lead":
         value = _outcome_value(client, kind, payload, key, wait_timeout)
         return fn() if value is MISS else value
     token = payload
-    _KEEPER.add(coord, skey, token, lease_ttl)
+    _KEEPER.add(site, skey, token, lease_ttl)
     outcome: tuple[str, Any] = ("retry", None)
     try:
-        try:  # check again inside the flight: a leader may have finished just before
-            data = client._raw_get(skey)
-        except faults as exc:
-            record_fault("get", exc)
-            data = None
-        value = _decode_or_miss(client, data)
-        if value is not MISS:
-            outcome = ("done", data)
-            return value
+        if not on_shard:  # the coordinator cannot look: check the cache inside the flight
+            value = _decode_or_miss(client, _guarded(client._raw_get, skey))
+            if value is not MISS:
+                return value  # type: ignore[no-any-return]
         try:
             value = fn()
         except Exception as exc:
@@ -218,17 +233,46 @@ def get_or_compute(
             raise
         data = _encode_or_none(client, value)
         if data is not None:
-            _store_raw(client, skey, data, ttl, tags)
             outcome = ("done", data)
         return value
     finally:
-        _KEEPER.remove(coord, skey, token)
-        try:
-            ray.get(
-                coord.release.remote(skey, token, *outcome), timeout=client.options.call_timeout_s
-            )
-        except faults as exc:
-            record_fault("lease_release", exc)
+        _KEEPER.remove(site, skey, token)
+        _finish(client, site, on_shard, skey, token, outcome, ttl, tags)
+
+
+def _guarded(call: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return call(*args)
+    except _cache_faults() as exc:
+        record_fault("get", exc)
+        return None
+
+
+def _finish(
+    client: CacheCluster,
+    site: Any,
+    on_shard: bool,
+    skey: str,
+    token: int,
+    outcome: tuple[str, Any],
+    ttl: float | None,
+    tags: tuple[str, ...],
+) -> None:
+    import ray
+
+    timeout = client.options.call_timeout_s
+    try:
+        if on_shard:
+            method, args = _finish_args(skey, token, outcome, ttl, tags)
+            reply = ray.get(getattr(site, method).remote(*args), timeout=timeout)
+            if method == "set_and_release" and reply[1]:  # moved while computing
+                client._raw_set(skey, outcome[1], ttl, tags)
+            return
+        if outcome[0] == "done":
+            _store_raw(client, skey, outcome[1], ttl, tags)
+        ray.get(site.release.remote(skey, token, *outcome), timeout=timeout)
+    except _cache_faults() as exc:
+        record_fault("lease_release", exc)
 
 
 def _store(
@@ -270,38 +314,43 @@ async def aget_or_compute(
     """See `CacheCluster.aget_or_compute`."""
     skey = client.key(key, layer)
     faults = _cache_faults()
+    timeout = _lease_timeout(client, wait_timeout)
     try:
-        value = _decode_or_miss(client, await client._araw_get(skey))
-    except faults as exc:
-        record_fault("get", exc)
-        return await _call(fn)
-    if value is not MISS:
-        return value
-    try:
-        coord = client._state.coordinator
-        if coord is None:
-            coord = await asyncio.to_thread(client._state.coordinator_handle)
-        ref = coord.acquire.remote(skey, client.tenant, lease_ttl, wait_timeout)
-        kind, payload = await asyncio.wait_for(ref, wait_timeout + client.options.call_timeout_s)
+        args = (skey, lease_ttl, wait_timeout)
+        (kind, payload), site = await client._state.acall_owner(
+            skey, "get_or_lease", args, client.options, timeout
+        )
+        on_shard = kind != "coordinate"
+        if not on_shard:
+            site = client._state.coordinator or await asyncio.to_thread(
+                client._state.coordinator_handle
+            )
+            ref = site.acquire.remote(skey, client.tenant, lease_ttl, wait_timeout)
+            kind, payload = await asyncio.wait_for(ref, timeout)
     except faults as exc:
         record_fault("lease", exc)
         return await _astore(client, skey, await _call(fn), ttl, tags)
+    if kind == "hit":
+        value = _decode_or_miss(client, payload)
+        if value is MISS:
+            return await _astore(client, skey, await _call(fn), ttl, tags)
+        return value  # type: ignore[no-any-return]
     if kind != "lead":
         value = _outcome_value(client, kind, payload, key, wait_timeout)
         return await _call(fn) if value is MISS else value
     token = payload
-    _KEEPER.add(coord, skey, token, lease_ttl)
+    _KEEPER.add(site, skey, token, lease_ttl)
     outcome: tuple[str, Any] = ("retry", None)
     try:
-        try:
-            data = await client._araw_get(skey)
-        except faults as exc:
-            record_fault("get", exc)
-            data = None
-        value = _decode_or_miss(client, data)
-        if value is not MISS:
-            outcome = ("done", data)
-            return value
+        if not on_shard:
+            try:
+                data = await client._araw_get(skey)
+            except faults as exc:
+                record_fault("get", exc)
+                data = None
+            value = _decode_or_miss(client, data)
+            if value is not MISS:
+                return value  # type: ignore[no-any-return]
         try:
             value = await _call(fn)
         except Exception as exc:
@@ -309,17 +358,36 @@ async def aget_or_compute(
             raise
         data = _encode_or_none(client, value)
         if data is not None:
-            await _astore_raw(client, skey, data, ttl, tags)
             outcome = ("done", data)
         return value
     finally:
-        _KEEPER.remove(coord, skey, token)
-        try:
-            await asyncio.wait_for(
-                coord.release.remote(skey, token, *outcome), client.options.call_timeout_s
-            )
-        except faults as exc:
-            record_fault("lease_release", exc)
+        _KEEPER.remove(site, skey, token)
+        await _afinish(client, site, on_shard, skey, token, outcome, ttl, tags)
+
+
+async def _afinish(
+    client: CacheCluster,
+    site: Any,
+    on_shard: bool,
+    skey: str,
+    token: int,
+    outcome: tuple[str, Any],
+    ttl: float | None,
+    tags: tuple[str, ...],
+) -> None:
+    timeout = client.options.call_timeout_s
+    try:
+        if on_shard:
+            method, args = _finish_args(skey, token, outcome, ttl, tags)
+            reply = await asyncio.wait_for(getattr(site, method).remote(*args), timeout)
+            if method == "set_and_release" and reply[1]:  # moved while computing
+                await client._araw_set(skey, outcome[1], ttl, tags)
+            return
+        if outcome[0] == "done":
+            await _astore_raw(client, skey, outcome[1], ttl, tags)
+        await asyncio.wait_for(site.release.remote(skey, token, *outcome), timeout)
+    except _cache_faults() as exc:
+        record_fault("lease_release", exc)
 
 
 async def _astore(

@@ -87,18 +87,18 @@ class _Round:
         self.rounds = 0
         self.failure: Exception | None = None
 
-    def next(self, batch: _Batch) -> float:
+    def next(self, moved_epoch: int) -> float:
         """Count a round; raise if out of rounds or time; return the backoff to sleep."""
         self.rounds += 1
-        if batch.moved_epoch and self.rounds > self.opts.max_moved_rounds:
-            raise Moved(f"keys still moved after {self.rounds} ring refreshes", batch.moved_epoch)
+        if moved_epoch and self.rounds > self.opts.max_moved_rounds:
+            raise Moved(f"keys still moved after {self.rounds} ring refreshes", moved_epoch)
         if time.monotonic() > self.deadline:
             if isinstance(self.failure, Timeout):
                 raise self.failure
             raise ShardUnavailable(
                 f"shards did not answer within {self.opts.retry_deadline_s}s: {self.failure}"
             ) from self.failure
-        return 0.0 if batch.moved_epoch else min(0.05 * self.rounds, 0.5)
+        return 0.0 if moved_epoch else min(0.05 * self.rounds, 0.5)
 
 
 class _ClusterState:
@@ -216,13 +216,46 @@ class _ClusterState:
                     self.forget(name)
                     batch.retry(positions)
             if batch.pending:
-                time.sleep(state.next(batch))
+                time.sleep(state.next(batch.moved_epoch))
                 # Moved: a newer ring exists. Failed: the shard may have left the ring.
                 try:
                     self.refresh_ring(opts)
                 except (GetTimeoutError, RayActorError, ValueError) as exc:
                     state.failure = exc
         return batch
+
+    def call_owner(
+        self, skey: str, method: str, args: tuple[Any, ...], opts: ClientOptions, timeout: float
+    ) -> tuple[Any, Any]:
+        """Call ``method(*args)`` on the owner of ``skey``; return ``(reply, handle)``.
+
+        A reply ``("moved", epoch)`` refreshes the ring and retries; a dead or
+        restarting shard is retried until the deadline.
+        """
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        state = _Round(opts)
+        while True:
+            name = self.current_ring(opts).owner(skey)
+            moved = 0
+            try:
+                handle = self.handle_of(name)
+                reply = ray.get(getattr(handle, method).remote(*args), timeout=timeout)
+            except GetTimeoutError:
+                raise Timeout(f"shard {name} did not answer {method} in {timeout}s") from None
+            except (RayActorError, ValueError) as exc:
+                state.failure = exc
+                self.forget(name)
+            else:
+                if not (isinstance(reply, tuple) and reply and reply[0] == "moved"):
+                    return reply, handle
+                moved = reply[1]
+            time.sleep(state.next(moved))
+            try:
+                self.refresh_ring(opts)
+            except (GetTimeoutError, RayActorError, ValueError) as exc:
+                state.failure = exc
 
     def broadcast(self, method: str, arg: Any, opts: ClientOptions) -> list[Any]:
         """Call ``method(arg)`` on every shard of the ring; return the replies."""
@@ -300,12 +333,40 @@ class _ClusterState:
                 else:
                     batch.feed(positions, reply)
             if batch.pending:
-                await asyncio.sleep(state.next(batch))
+                await asyncio.sleep(state.next(batch.moved_epoch))
                 try:
                     await self.arefresh_ring(opts)
                 except (TimeoutError, RayActorError, ValueError) as exc:
                     state.failure = exc
         return batch
+
+    async def acall_owner(
+        self, skey: str, method: str, args: tuple[Any, ...], opts: ClientOptions, timeout: float
+    ) -> tuple[Any, Any]:
+        """Async `call_owner`."""
+        from ray.exceptions import RayActorError
+
+        state = _Round(opts)
+        while True:
+            name = (await self.acurrent_ring(opts)).owner(skey)
+            moved = 0
+            try:
+                handle = await self.ahandle_of(name)
+                reply = await asyncio.wait_for(getattr(handle, method).remote(*args), timeout)
+            except TimeoutError:
+                raise Timeout(f"shard {name} did not answer {method} in {timeout}s") from None
+            except (RayActorError, ValueError) as exc:
+                state.failure = exc
+                self.forget(name)
+            else:
+                if not (isinstance(reply, tuple) and reply and reply[0] == "moved"):
+                    return reply, handle
+                moved = reply[1]
+            await asyncio.sleep(state.next(moved))
+            try:
+                await self.arefresh_ring(opts)
+            except (TimeoutError, RayActorError, ValueError) as exc:
+                state.failure = exc
 
     async def abroadcast(self, method: str, arg: Any, opts: ClientOptions) -> list[Any]:
         """Async `broadcast`."""

@@ -222,17 +222,30 @@ async def test_async_get_or_compute_dedupes_and_hits(cluster):
     assert await cluster.aget_or_compute("none", lambda: "recomputed") is None
 
 
-def test_get_or_compute_fails_open_without_coordinator(fresh_cluster, ray_session):
+def test_get_or_compute_fails_open_when_the_cache_is_down(fresh_cluster, ray_session):
     ray = ray_session
-    cluster = fresh_cluster(num_shards=1)
+    quota = TenantQuota(max_concurrent_computes=4)
+    cluster = fresh_cluster(num_shards=1, tenant_quotas={"metered": quota})
+    cluster = cluster.with_options(retry_deadline_s=3.0)
+    metered = cluster.for_tenant("metered")
     cluster.set("warm", "cached")
-    coordinator = cluster._state.coordinator_handle()
-    ray.kill(coordinator, no_restart=True)
+    assert metered.get_or_compute("m1", lambda: "via the coordinator") == "via the coordinator"
+
+    # A quota'd tenant takes its lease from the coordinator: kill it, and computes go on.
+    ray.kill(cluster._state.coordinator_handle(), no_restart=True)
     before = FAULTS["lease"]
-    assert cluster.get_or_compute("warm", lambda: "recomputed") == "cached"  # hits need no lease
-    assert cluster.get_or_compute("cold", lambda: "computed anyway") == "computed anyway"
-    assert FAULTS["lease"] > before
-    assert cluster.get("cold") == "computed anyway"  # stored all the same
+    assert metered.get_or_compute("m1", lambda: "recomputed") == "via the coordinator"  # a hit
+    assert metered.get_or_compute("m2", lambda: "computed anyway") == "computed anyway"
+    assert FAULTS["lease"] >= before + 1
+    after_coordinator = FAULTS["lease"]
+    assert metered.get("m2") == "computed anyway"  # stored all the same
+
+    # The key's shard is gone for good: the user function still runs, nothing raises.
+    (shard,) = cluster._state.ring.members
+    ray.kill(cluster._state.handle_of(shard), no_restart=True)
+    assert cluster.get_or_compute("warm", lambda: "shard down") == "shard down"
+    assert FAULTS["lease"] > after_coordinator
+    assert FAULTS["set"] > 0
 
 
 def test_tenant_isolation_through_every_public_method(cluster):

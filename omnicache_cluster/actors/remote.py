@@ -62,6 +62,8 @@ def shard_actor(
     """Create the named shard actor of ``config``."""
     if scheduling_strategy is not None:
         options.setdefault("scheduling_strategy", scheduling_strategy)
+    # Waiters of single-flight leases park in the key's shard: allow many at once.
+    options.setdefault("max_concurrency", 10_000)
     cls = ray.remote(**_options(config.name, config.namespace, detached, **options))(ShardActor)
     return cls.remote(config, epoch, members)
 

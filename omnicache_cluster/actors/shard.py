@@ -10,6 +10,7 @@ the coordinator and retries those keys at their new owner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import warnings
@@ -19,6 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from omnicache_cluster.actors._l2 import ShardL2
+from omnicache_cluster.actors._leases import ShardLeases
+from omnicache_cluster.backends.base import Record
+from omnicache_cluster.config import L2Config
 from omnicache_cluster.core.quota import TenantQuota
 from omnicache_cluster.core.ring import DEFAULT_SLOTS, Ring, key_hash
 from omnicache_cluster.core.store import LRUStore
@@ -43,6 +48,9 @@ class ShardConfig:
     max_entries: int | None = None
     num_slots: int = DEFAULT_SLOTS
     sweep_interval_s: float = 1.0
+    #: The durable tier (Redis or disk) written through / behind and read through;
+    #: ``None``: memory only, entries die with the shard.
+    l2: L2Config | None = None
 
 
 def _tenant_of(key: str) -> str:
@@ -52,21 +60,38 @@ def _tenant_of(key: str) -> str:
     return key[first + 1 : second] if first >= 0 and second > first else "default"
 
 
-class ShardActor:
-    """One shard of the cache: an `LRUStore` plus slot ownership under a ring epoch."""
+def _layer_of(key: str) -> str:
+    # The third part of ``namespace:tenant:layer:digest``.
+    parts = key.split(":", 3)
+    return parts[2] if len(parts) == 4 else "default"
+
+
+def _layer_dicts(counts: dict[str, list[int]]) -> dict[str, dict[str, int]]:
+    names = ("hits", "misses", "sets")
+    return {layer: dict(zip(names, c, strict=True)) for layer, c in counts.items()}
+
+
+class ShardActor(ShardLeases):
+    """One shard of the cache: an `LRUStore` plus slot ownership under a ring epoch,
+    and the single-flight leases of its keys (`ShardLeases`)."""
 
     def __init__(self, config: ShardConfig, epoch: int = 0, members: Sequence[str] = ()) -> None:
         self._config = config
         self._store = LRUStore(config.max_bytes, config.max_entries)
+        # A restarted shard runs this again with the same config: it reconnects to L2
+        # and fills L1 lazily, by reading through.
+        self._l2 = None if config.l2 is None else ShardL2(config.l2, config.name)
         self._num_slots = config.num_slots
         self._epoch = 0
         self._members: tuple[str, ...] = ()
         self._owned = np.zeros(config.num_slots, dtype=bool)
         self._tenant_counts: dict[str, list[int]] = {}
+        self._layer_counts: dict[str, dict[str, list[int]]] = {}  # tenant -> layer -> counts
         self._sweeper: asyncio.Task[None] | None = None
         self._ring_lock: asyncio.Lock | None = None
         self._quota_gen = 0
         self._quotas: dict[str, TenantQuota] = {}
+        self._init_leases()
         self._started = time.time()
         if epoch and members:
             self._apply_ring(epoch, tuple(members))
@@ -101,6 +126,8 @@ class ShardActor:
         """Adopt ring ``epoch`` if it is newer than ours; return the epoch now held."""
         self._apply_ring(int(epoch), tuple(members))
         self._stale = False
+        if self._l2 is not None:  # lost slots: their new owner reads them through from L2
+            self._store.clear(lambda key, _entry: not self._owns(key))
         return self._epoch
 
     async def ring_view(self) -> tuple[int, tuple[str, ...], int, dict[str, TenantQuota]]:
@@ -127,6 +154,8 @@ class ShardActor:
     async def _ready(self) -> None:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+            if self._l2 is not None:
+                self._l2.start()
         if not self._stale:
             return
         if self._ring_lock is None:
@@ -141,6 +170,9 @@ class ShardActor:
             self._apply_ring(epoch, tuple(members))
             await self.set_tenant_quotas(generation, quotas, len(members))
             self._stale = False
+
+    def _owns(self, key: str) -> bool:
+        return bool(self._owned[key_hash(key) % self._num_slots])
 
     def _moved(self, keys: Sequence[str]) -> list[int]:
         owned, n = self._owned, self._num_slots
@@ -159,6 +191,11 @@ class ShardActor:
         if counts is None:
             counts = self._tenant_counts[tenant] = [0, 0, 0]
         counts[field] += 1
+        by_layer = self._layer_counts.setdefault(tenant, {})
+        counts = by_layer.get(layer := _layer_of(key))
+        if counts is None:
+            counts = by_layer[layer] = [0, 0, 0]
+        counts[field] += 1
 
     # -- data -----------------------------------------------------------------------
 
@@ -168,8 +205,38 @@ class ShardActor:
         if not self._owned[key_hash(key) % self._num_slots]:
             return self._epoch
         value = self._store.get(key)
+        if value is None and self._l2 is not None:
+            value = (await self._read_through([key]))[0]
         self._count(key, 0 if value is not None else 1)
         return value
+
+    async def _lookup(self, key: str) -> bytes | None:
+        """Return the value of an owned key from L1, else from L2 (no counting)."""
+        value = self._store.get(key)
+        if value is None and self._l2 is not None:
+            value = (await self._read_through([key]))[0]
+        return value
+
+    async def _read_through(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Read L1 misses from L2 and fill L1 with what is found (unless a write of
+        the key raced the read: then L1 already holds something newer)."""
+        if self._l2 is None:
+            return [None] * len(keys)
+        records, fill = await self._l2.read(keys)
+        out: list[bytes | None] = []
+        for key, record, ok in zip(keys, records, fill, strict=True):
+            if record is not None and ok:
+                # Too large for this shard's L1: served, not kept.
+                with contextlib.suppress(ValueTooLarge):
+                    self._store.set(
+                        key,
+                        record.value,
+                        expires_at=record.expires_at,
+                        tags=record.tags,
+                        tenant=record.tenant,
+                    )
+            out.append(None if record is None else record.value)
+        return out
 
     async def get_many(self, keys: Sequence[str]) -> tuple[int, list[bytes | None], list[int]]:
         """Return ``(epoch, values, moved)``; a value is ``None`` on a miss or if moved."""
@@ -177,14 +244,18 @@ class ShardActor:
         moved = self._moved(keys)
         skip = set(moved)
         store = self._store
-        values: list[bytes | None] = []
+        values: list[bytes | None] = [
+            None if i in skip else store.get(k) for i, k in enumerate(keys)
+        ]
+        if self._l2 is not None:
+            todo = [i for i, v in enumerate(values) if v is None and i not in skip]
+            if todo:
+                found = await self._read_through([keys[i] for i in todo])
+                for i, value in zip(todo, found, strict=True):
+                    values[i] = value
         for i, key in enumerate(keys):
-            if i in skip:
-                values.append(None)
-                continue
-            value = store.get(key)
-            self._count(key, 0 if value is not None else 1)
-            values.append(value)
+            if i not in skip:
+                self._count(key, 0 if values[i] is not None else 1)
         return self._epoch, values, moved
 
     async def set_many(
@@ -199,22 +270,23 @@ class ShardActor:
         moved = self._moved([item[0] for item in items])
         skip = set(moved)
         errors: list[tuple[int, int, int]] = []
+        durable: list[tuple[str, Record]] = []
         now = time.time()
         for i, (key, value, ttl, tags) in enumerate(items):
             if i in skip:
                 continue
+            expires_at = None if ttl is None else now + ttl
+            tenant = _tenant_of(key)
             try:
-                self._store.set(
-                    key,
-                    value,
-                    expires_at=None if ttl is None else now + ttl,
-                    tags=tags,
-                    tenant=_tenant_of(key),
-                )
+                self._store.set(key, value, expires_at=expires_at, tags=tags, tenant=tenant)
             except ValueTooLarge as exc:
                 errors.append((i, exc.size, exc.limit))
                 continue
             self._count(key, 2)
+            if self._l2 is not None:
+                durable.append((key, Record(value, expires_at, tuple(tags), tenant)))
+        if durable and self._l2 is not None:  # write-through: acknowledged once in L2
+            await self._l2.write(durable)
         return self._epoch, moved, errors
 
     async def delete_many(self, keys: Sequence[str]) -> tuple[int, list[bool], list[int]]:
@@ -223,6 +295,11 @@ class ShardActor:
         moved = self._moved(keys)
         skip = set(moved)
         existed = [False if i in skip else self._store.delete(k) for i, k in enumerate(keys)]
+        mine = [i for i in range(len(keys)) if i not in skip]
+        if self._l2 is not None and mine:
+            in_l2 = await self._l2.delete([keys[i] for i in mine])
+            for i, there in zip(mine, in_l2, strict=True):
+                existed[i] = existed[i] or there
         return self._epoch, existed, moved
 
     async def exists_many(self, keys: Sequence[str]) -> tuple[int, list[bool], list[int]]:
@@ -231,19 +308,38 @@ class ShardActor:
         moved = self._moved(keys)
         skip = set(moved)
         present = [False if i in skip else k in self._store for i, k in enumerate(keys)]
+        todo = [i for i, p in enumerate(present) if not p and i not in skip]
+        if self._l2 is not None and todo:
+            in_l2 = await self._l2.exists([keys[i] for i in todo])
+            for i, there in zip(todo, in_l2, strict=True):
+                present[i] = there
         return self._epoch, present, moved
 
     async def invalidate_tags(self, tags: Sequence[str]) -> int:
         """Remove every entry carrying any of ``tags``; return how many were removed."""
         await self._ready()
-        return sum(len(self._store.invalidate_tag(tag)) for tag in tags)
+        if self._l2 is None:
+            return sum(len(self._store.invalidate_tag(tag)) for tag in tags)
+        removed = {key for tag in tags for key in self._store.invalidate_tag(tag)}
+        # In L2 each shard removes the keys it owns, so the counts add up.
+        return len(removed | await self._l2.invalidate(tags, self._owns))
 
     async def clear(self, prefix: str | None = None) -> int:
         """Remove every entry, or those whose key starts with ``prefix``."""
         await self._ready()
+        if self._l2 is not None:
+            keys = list(self._store.keys())
+            local = {k for k in keys if prefix is None or k.startswith(prefix)}
+            self._store.clear(lambda key, _entry: key in local)
+            return len(local | await self._l2.clear(prefix, self._owns))
         if prefix is None:
             return self._store.clear()
         return self._store.clear(lambda key, _entry: key.startswith(prefix))
+
+    async def flush_l2(self, timeout_s: float = 10.0) -> int:
+        """Write every dirty L2 entry now (a graceful shutdown calls this); return how
+        many are still dirty (0: all are in L2, or there is no L2)."""
+        return 0 if self._l2 is None else await self._l2.flush(timeout_s)
 
     async def stats(self, tenant: str | None = None) -> dict[str, Any]:
         """Return this shard's counters and levels (only ``tenant``'s when given)."""
@@ -260,6 +356,8 @@ class ShardActor:
                 "hits": hits,
                 "misses": misses,
                 "sets": sets,
+                "layers": _layer_dicts(self._layer_counts.get(tenant, {})),
+                **self._lease_stats(tenant),
             }
         return {
             "shard": self._config.name,
@@ -275,7 +373,27 @@ class ShardActor:
             "evictions": snap.evictions,
             "tenant_bytes": snap.tenant_bytes,
             "tenant_entries": snap.tenant_entries,
+            "layers": {t: _layer_dicts(c) for t, c in self._layer_counts.items()},
+            "leases": self._leases.snapshot(),
             "uptime_s": time.time() - self._started,
+            **(self._l2.stats() if self._l2 is not None else {}),
+        }
+
+    async def describe(self, key: str) -> dict[str, Any] | int | None:
+        """Return one entry's ``value``, ``bytes``, ``expires_at`` and ``tags`` without
+        counting a lookup or changing recency; ``None`` if absent, the epoch if moved."""
+        await self._ready()
+        if not self._owned[key_hash(key) % self._num_slots]:
+            return self._epoch
+        entry = self._store.get_entry(key)
+        if entry is None:
+            return None
+        return {
+            "value": entry.value,
+            "bytes": entry.size,
+            "expires_at": entry.expires_at,
+            "tags": list(entry.tags),
+            "tenant": entry.tenant,
         }
 
     async def ping(self) -> str:
