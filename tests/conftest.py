@@ -73,6 +73,17 @@ def fresh_cluster(ray_session):
         c.shutdown(stop_ray=False)
 
 
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server for the session, on a free port of 127.0.0.1 (no disk):
+    yields its URL. Tests keep apart by key prefix (`unique`)."""
+    from omnicache_cluster.testing import RedisServer
+
+    server = RedisServer().start()
+    yield server.url
+    server.stop()
+
+
 @pytest.fixture
 def python_env():
     """Environment for child Python processes (same loopback and auth settings)."""

@@ -39,6 +39,7 @@ __all__ = [
     "MsgpackCodec",
     "PickleCodec",
     "Serializer",
+    "check_header",
 ]
 
 MAGIC: Final = b"OC"
@@ -293,18 +294,13 @@ class Serializer:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise CodecError(f"an envelope is bytes, got {type(data).__qualname__}")
         data = bytes(data)
-        if len(data) < _HEADER_LEN or data[:2] != MAGIC:
-            raise CodecError("not an omnicache envelope (bad magic or truncated header)")
-        version, codec_id, flags = data[2], data[3], data[4]
-        if version != ENVELOPE_VERSION:
-            raise CodecError(f"unsupported envelope version {version}")
+        check_header(data)
+        codec_id, flags = data[3], data[4]
         codec = self._codecs.get(codec_id)
         if codec is None:
             if codec_id == CODEC_PICKLE:
                 raise CodecError("pickle envelope refused: pickle is not enabled for this reader")
             raise CodecError(f"unknown codec id {codec_id}")
-        if flags & ~_FLAG_LZ4:
-            raise CodecError(f"unknown envelope flags {flags:#x}")
         payload = data[_HEADER_LEN:]
         if flags & _FLAG_LZ4:
             import lz4.frame
@@ -314,3 +310,27 @@ class Serializer:
             except RuntimeError as exc:
                 raise CodecError(f"corrupt lz4 frame: {exc}") from None
         return codec.loads(payload)
+
+
+def check_header(data: bytes) -> None:
+    """Check the envelope header of ``data`` without decoding its payload.
+
+    This is the check a store that never decodes values (a shard reading bytes back
+    from L2) can make: magic, version, a codec id (any non-zero one: users may
+    register their own codecs; the reader refuses ids it does not know) and known
+    flags. A pickle envelope passes it; whether pickle may be loaded, and only with a
+    valid signature, is the reader's decision.
+
+    Raises:
+        CodecError: truncated header, bad magic, unknown version, codec id 0 or
+            unknown flags.
+    """
+    if len(data) < _HEADER_LEN or data[:2] != MAGIC:
+        raise CodecError("not an omnicache envelope (bad magic or truncated header)")
+    version, codec_id, flags = data[2], data[3], data[4]
+    if version != ENVELOPE_VERSION:
+        raise CodecError(f"unsupported envelope version {version}")
+    if codec_id == 0:
+        raise CodecError("envelope codec id 0 is not a codec")
+    if flags & ~_FLAG_LZ4:
+        raise CodecError(f"unknown envelope flags {flags:#x}")
