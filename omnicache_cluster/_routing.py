@@ -59,8 +59,9 @@ class _Batch:
     def feed(self, positions: list[int], reply: Any) -> None:
         """Take one shard's reply for ``positions``."""
         if self.method == "set_many":
-            epoch, moved, errors = reply
-            values: Sequence[Any] = ()
+            epoch, moved, errors, seq = reply
+            # A set's result is the shard's change number after it (for the near-cache).
+            values: Sequence[Any] = [seq] * len(positions)
             for i, size, limit in errors:
                 self.errors.append((positions[i], size, limit))
         else:
@@ -111,6 +112,16 @@ class _ClusterState:
         self.coordinator: Any = None
         self.cluster_id = ""
         self.lock = threading.Lock()
+        self.near: Any = None  # NearCache, created by the first client that uses one
+        self.near_poller: Any = None
+        self.thread_batcher: Any = None
+
+    def close(self) -> None:
+        """Stop background work of this state (near-cache polling)."""
+        if self.near_poller is not None:
+            self.near_poller.stop()
+        self.near_poller = None
+        self.near = None
 
     def adopt(self, epoch: int, members: Sequence[str], num_slots: int, cluster_id: str) -> Ring:
         """Install ring ``epoch`` unless a newer one is already here; return the current.
@@ -126,6 +137,8 @@ class _ClusterState:
                 self.coordinator = coordinator
                 self.cluster_id = cluster_id
                 ring = None
+                if self.near is not None:  # nothing cached near belongs to the new cluster
+                    self.near.drop_where(lambda _key, _tags: True)
             if ring is None or epoch > ring.epoch:
                 ring = Ring(tuple(members), epoch, num_slots)
                 self.ring = ring
@@ -403,4 +416,6 @@ def state_for(namespace: str) -> _ClusterState:
 def drop_state(namespace: str) -> None:
     """Forget the routing state of ``namespace`` (after a shutdown)."""
     with _STATES_LOCK:
-        _STATES.pop(namespace, None)
+        state = _STATES.pop(namespace, None)
+    if state is not None:
+        state.close()

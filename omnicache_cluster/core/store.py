@@ -65,6 +65,8 @@ class LRUStore:
         clock: wall-clock seconds; injectable for tests.
         on_evict: called with ``(key, entry, reason)`` for every eviction, with
             reason one of ``"lru"``, ``"ttl"``, ``"quota"``.
+        on_change: called with the key of every write and every removal (the
+            change log that keeps other processes' near-caches honest).
 
     Raises:
         ValueError: a bound is not positive.
@@ -77,6 +79,7 @@ class LRUStore:
         *,
         clock: Clock = time.time,
         on_evict: Callable[[str, Entry, str], None] | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         if not isinstance(max_bytes, int) or max_bytes <= 0:
             raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
@@ -86,6 +89,7 @@ class LRUStore:
         self.max_entries = max_entries
         self._clock = clock
         self._on_evict = on_evict
+        self._on_change = on_change
         self._data: OrderedDict[str, Entry] = OrderedDict()
         # Per-tenant recency, so a tenant over its quota evicts its own oldest entry
         # without scanning everybody else's.
@@ -191,6 +195,8 @@ class LRUStore:
             if len(self._expiry) > 2 * len(self._data) + 1024:
                 self._compact_expiry()
         self.stats.sets += 1
+        if self._on_change is not None:
+            self._on_change(key)
         self._enforce(tenant, keep=key)
 
     def _enforce(self, tenant: str, keep: str) -> None:
@@ -211,6 +217,8 @@ class LRUStore:
             self._remove(victim, self._data[victim], "lru")
 
     def _remove(self, key: str, entry: Entry, reason: str | None) -> None:
+        if self._on_change is not None:
+            self._on_change(key)
         del self._data[key]
         lru = self._tenant_lru[entry.tenant]
         del lru[key]
@@ -245,6 +253,11 @@ class LRUStore:
         if live:
             self.stats.deletes += 1
         return live
+
+    def tagged(self, tag: str) -> list[str]:
+        """Return the keys of the live entries carrying ``tag``."""
+        # A list first: an expired entry is removed by _live, changing the tag set.
+        return [key for key in list(self._tags.get(tag, ())) if self._live(key) is not None]
 
     def invalidate_tag(self, tag: str) -> list[str]:
         """Remove every entry carrying ``tag``; return the removed keys."""

@@ -1,0 +1,152 @@
+"""The client side of the near-cache: the poller thread and the near get/put paths.
+
+See `omnicache_cluster.core.nearcache` for the guarantee. One `NearCache` and one
+poller thread exist per cluster per process, shared by every client of that cluster
+in the process (their keys carry their tenant, so tenants stay apart).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from omnicache_cluster.core.nearcache import NearCache, NearCacheOptions
+
+if TYPE_CHECKING:
+    from omnicache_cluster._routing import _ClusterState
+    from omnicache_cluster.client import CacheCluster, ClientOptions
+
+__all__: list[str] = []
+
+_log = logging.getLogger(__name__)
+
+#: A near-cache not read for this long stops polling and is dropped.
+IDLE_S = 60.0
+
+
+class NearPoller:
+    """Polls every shard's change log so near entries are dropped when they change."""
+
+    def __init__(self, state: _ClusterState, near: NearCache, opts: ClientOptions) -> None:
+        self._state = state
+        self._near = near
+        self._opts = opts
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="omnicache-near", daemon=True)
+        self._thread.start()
+
+    def _retire(self) -> None:
+        # Unused for a while (say, a Ray worker whose task ended): stop polling the
+        # shards; the next near get starts afresh.
+        with self._state.lock:
+            if self._state.near is self._near:
+                self._state.near = None
+                self._state.near_poller = None
+        self._stop.set()
+
+    def stop(self) -> None:
+        """Stop polling (the cluster was shut down or replaced)."""
+        self._stop.set()
+
+    def poll_once(self) -> None:
+        """Poll every shard once and apply the replies (also used for read-your-writes)."""
+        import ray
+
+        ring = self._state.current_ring(self._opts)
+        calls = []
+        for name in ring.members:
+            seen = self._near.last_seq(name)
+            try:
+                handle = self._state.handle_of(name)
+            except ValueError:
+                continue
+            issued = time.monotonic()
+            calls.append((name, issued, seen, handle.changes_since.remote(seen[1] if seen else 0)))
+        bound = self._near.options.staleness_s
+        for name, issued, seen, ref in calls:
+            try:
+                incarnation, seq, slots = ray.get(ref, timeout=bound)
+            except Exception as exc:  # not fresh until a later poll succeeds
+                _log.debug("near-cache poll of %s failed: %s", name, exc)
+                continue
+            if seen is not None and seen[0] != incarnation:
+                slots = None  # a restarted shard: its old numbers mean nothing
+            self._near.apply_poll(name, issued, incarnation, seq, slots)
+
+    def _loop(self) -> None:
+        interval = self._near.options.staleness_s / 3
+        while not self._stop.is_set():
+            if time.monotonic() - self._near.last_used > IDLE_S:
+                self._retire()
+                return
+            try:
+                self.poll_once()
+            except Exception as exc:  # keep polling: the bound protects readers meanwhile
+                _log.debug("near-cache poll failed: %s", exc)
+            # Randomised so that many processes do not poll in step.
+            self._stop.wait(interval * random.uniform(0.8, 1.2))
+
+
+def near_for(client: CacheCluster, layer: str) -> NearCache | None:
+    """Return the process's near-cache if ``client`` uses one for ``layer``."""
+    options: NearCacheOptions | None = client._options.near_cache
+    if options is None or not options.covers(layer):
+        return None
+    state = client._state
+    near = state.near
+    if near is None:
+        with state.lock:
+            if state.near is None:
+                state.near = NearCache(options)
+                state.near_poller = NearPoller(state, state.near, client._options)
+            near = state.near
+    return near
+
+
+def near_get(client: CacheCluster, near: NearCache, skey: str) -> bytes | None:
+    """A get through the near-cache: a near hit, or a remote get that fills it."""
+    data = near.get(skey)
+    if data is not None:
+        return data
+    ring = client._state.current_ring(client._options)
+    shard = ring.owner(skey)
+    generation = near.generation(shard)
+    data = client._raw_get(skey)
+    if data is not None:
+        near.put(skey, data, shard, ring.slot(skey), (), generation)
+    return data
+
+
+async def anear_get(client: CacheCluster, near: NearCache, skey: str) -> bytes | None:
+    """Async `near_get`."""
+    data = near.get(skey)
+    if data is not None:
+        return data
+    ring = await client._state.acurrent_ring(client._options)
+    shard = ring.owner(skey)
+    generation = near.generation(shard)
+    data = await client._araw_get(skey)
+    if data is not None:
+        near.put(skey, data, shard, ring.slot(skey), (), generation)
+    return data
+
+
+def near_put_many(client: CacheCluster, near: NearCache, items: list[Any], seqs: list[Any]) -> None:
+    """After an acknowledged write, keep its values near (read-your-writes); ``seqs``
+    are the shards' change numbers right after each write."""
+    ring = client._state.ring
+    if ring is None:
+        return
+    for (skey, data, _ttl, tags), seq in zip(items, seqs, strict=True):
+        if isinstance(seq, int):
+            near.put(skey, data, ring.owner(skey), ring.slot(skey), tags, seq=seq)
+
+
+def near_sync(client: CacheCluster) -> None:
+    """After an invalidation or a flush, poll now, so this process sees it at once."""
+    poller = client._state.near_poller
+    if poller is not None:
+        poller.poll_once()
