@@ -16,8 +16,14 @@ around each op; ops/s = 1 / mean):
   limit (``max_direct_call_object_size``): such a reply goes through the object store,
   which costs about 0.8 ms more on a 2-core machine;
 - the cluster's ``get`` (hit), ``set`` and ``get_many`` of 100 keys;
+- the cost of the in-actor metrics: the same ``get`` and ``set`` on a second cluster
+  started with ``metrics=False`` (the first exports to Ray's metrics every 2 s);
 - redis-py ``GET`` (hit), ``MGET`` of 100 and a pipeline of 100 ``GET`` against a local
-  ``redis-server`` (127.0.0.1 only, started by ``bench/_servers.py``).
+  ``redis-server`` (127.0.0.1 only, started by ``bench/_servers.py``);
+- the cost of durability: the cluster's ``set`` with a Redis L2 (the same server) in
+  write-through mode (acknowledged once Redis has it) and in write-behind mode
+  (acknowledged at once, flushed in batches), next to the memory-only ``set``; their
+  ops/s ratios are in the ratios table.
 
 Every system stores the same 1 KiB random (incompressible) bytes value. The systems are
 measured in ``--rounds`` interleaved rounds so that drift on a busy machine does not
@@ -48,13 +54,19 @@ if str(ROOT) not in sys.path:  # `python bench/exact_path.py` puts only bench/ o
     sys.path.insert(0, str(ROOT))
 
 NAMESPACE = "bench-exact"
+NAMESPACE_OFF = "bench-exact-nometrics"
 VALUE_BYTES = 1024
 NUM_KEYS = 1000
 BATCH = 100
 TARGET_ASYNC_RATIO = 1.3
 TARGET_BATCH_RATIO = 1 / 20
 FANOUT_FLOOR = "ray actors (async) {s}x{k} keys — floor"
+METRICS_OFF = "cluster {op}, metrics off"
 NAME_W = 40
+L2_SETS = {
+    "write_through": "cluster set, L2 write-through",
+    "write_behind": "cluster set, L2 write-behind",
+}
 
 
 @dataclass
@@ -204,6 +216,9 @@ def build_benches(
     )
     cleanup.append(cluster.shutdown)
     print(f"cluster up ({shards} shards) in {time.perf_counter() - t0:.1f}s", flush=True)
+    # The same cluster without in-actor metrics: the on/off cost, measured in one run.
+    quiet = CacheCluster.start(num_shards=shards, namespace=NAMESPACE_OFF, metrics=False)
+    cleanup.append(lambda: quiet.shutdown(stop_ray=False))
 
     # -- bare Ray actors: the floors ------------------------------------------------
     @ray.remote(num_cpus=0)
@@ -276,6 +291,14 @@ def build_benches(
     singles.append(Bench("cluster set", lambda i: c_set(set_keys[i % NUM_KEYS], value)))
     batches.append(Bench(f"cluster get_many({BATCH})",
                          lambda i: c_get_many(windows[i % len(windows)]), keys=BATCH))
+    for s in range(0, NUM_KEYS, 250):
+        quiet.set_many(dict.fromkeys(keys[s : s + 250], value))
+    _check("cluster get (metrics off)", quiet.get(keys[0]), value)
+    q_get, q_set = quiet.get, quiet.set
+    singles.append(Bench(METRICS_OFF.format(op="get (hit)"),
+                         lambda i: q_get(keys[i % NUM_KEYS])))
+    singles.append(Bench(METRICS_OFF.format(op="set"),
+                         lambda i: q_set(set_keys[i % NUM_KEYS], value)))
 
     # -- redis ---------------------------------------------------------------------------
     if redis_port is not None:
@@ -299,7 +322,37 @@ def build_benches(
         batches.append(Bench(f"redis-py MGET({BATCH})",
                              lambda i: r_mget(windows[i % len(windows)]), keys=BATCH))
         batches.append(Bench(f"redis-py pipeline GET x{BATCH}", pipelined, keys=BATCH))
+        singles.extend(durable_set_benches(value, shards, redis_port, set_keys, cleanup))
     return singles, batches
+
+
+def durable_set_benches(
+    value: bytes,
+    shards: int,
+    redis_port: int,
+    set_keys: list[str],
+    cleanup: list[Callable[[], None]],
+) -> list[Bench]:
+    """One cluster per L2 write mode on the benchmark's redis-server; their ``set``."""
+    from omnicache_cluster import CacheCluster, L2Config
+
+    out = []
+    for mode, name in L2_SETS.items():
+        cluster = CacheCluster.start(
+            num_shards=shards,
+            namespace=f"{NAMESPACE}-{mode.replace('_', '-')}",
+            l2=L2Config(
+                url=f"redis://127.0.0.1:{redis_port}/0",
+                key_prefix=f"bench-{mode}:",
+                write_mode=mode,  # type: ignore[arg-type]
+            ),
+        )
+        cleanup.append(cluster.shutdown)
+        cluster.set(set_keys[0], value)
+        _check(name, cluster.get(set_keys[0]), value)
+        c_set = cluster.set
+        out.append(Bench(name, lambda i, c_set=c_set: c_set(set_keys[i % NUM_KEYS], value)))
+    return out
 
 
 def measure(benches: list[Bench], n: int, warmup: int, rounds: int) -> None:
@@ -347,11 +400,23 @@ def compute_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
             "value": many["p50_us"] / next(
                 row["p50_us"] for name, row in results.items() if name.endswith("keys — floor"))},
     }
+    for op in ("get (hit)", "set"):
+        on, off = results[f"cluster {op}"], results[METRICS_OFF.format(op=op)]
+        ratios[f"cluster {op} p50, metrics on / off"] = {
+            "value": on["p50_us"] / off["p50_us"],
+            "mean_based": on["mean_us"] / off["mean_us"],
+            "p99_based": on["p99_us"] / off["p99_us"]}
     if "redis-py GET (hit)" in results:
         ratios["cluster get p50 / redis-py GET p50"] = {
             "value": get["p50_us"] / results["redis-py GET (hit)"]["p50_us"]}
         ratios[f"cluster get_many({BATCH}) per-key p50 / redis-py MGET({BATCH}) per-key p50"] = {
             "value": many["per_key_p50_us"] / results[f"redis-py MGET({BATCH})"]["per_key_p50_us"]}
+    memory_set = results["cluster set"]["ops_per_s"]
+    for mode, name in L2_SETS.items():
+        if name in results:
+            ratios[f"cluster set ops/s, L2 {mode.replace('_', '-')} / memory-only"] = {
+                "value": results[name]["ops_per_s"] / memory_set
+            }
     for r in ratios.values():
         if "target_max" in r:
             r["meets_target"] = r["value"] <= r["target_max"]
@@ -376,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         start_redis_server,
         stop,
     )
+    from omnicache_cluster import ActorMetricsConfig
 
     started = time.perf_counter()
     redis_proc = None
@@ -418,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
                 "value_bytes": VALUE_BYTES, "value": "os.urandom (incompressible)",
                 "distinct_keys": NUM_KEYS, "batch_keys": BATCH, "redis": redis_port is not None,
                 "ray_init": {"num_cpus": 2, "include_dashboard": False},
+                "metrics": {"on": NAMESPACE, "off": NAMESPACE_OFF,
+                            "interval_s": ActorMetricsConfig().interval_s},
             },
             "timer_overhead_ns": overhead,
             "results": results,

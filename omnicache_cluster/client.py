@@ -20,21 +20,26 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from omnicache_cluster._batching import ThreadBatcher, async_batcher
+from omnicache_cluster._near import anear_get, near_for, near_get, near_put_many, near_sync
 from omnicache_cluster._routing import _Batch, _ClusterState, drop_state, state_for
+from omnicache_cluster.config import L2Config, OmnicacheSettings
 from omnicache_cluster.core.codec import Serializer
 from omnicache_cluster.core.keys import validate_part
+from omnicache_cluster.core.nearcache import NearCacheOptions
 from omnicache_cluster.core.quota import TenantQuota
 from omnicache_cluster.core.ring import DEFAULT_SLOTS
 from omnicache_cluster.core.scope import DEFAULT_LAYER, KeyScope, check_ttl
 from omnicache_cluster.core.sentinel import MISS
 from omnicache_cluster.errors import (
+    CodecError,
     ConfigError,
     Timeout,
     ValueTooLarge,
 )
 
 if TYPE_CHECKING:
-    pass
+    from omnicache_cluster.observability.metrics import ActorMetricsConfig
 
 __all__ = ["CacheCluster", "ClientOptions"]
 
@@ -63,6 +68,8 @@ class ClientOptions:
     retry_deadline_s: float = 20.0
     max_moved_rounds: int = 8
     serializer: Serializer = field(default_factory=Serializer)
+    near_cache: NearCacheOptions | None = None
+    batching: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_value_bytes, int) or self.max_value_bytes <= 0:
@@ -162,6 +169,9 @@ class CacheCluster:
         shard_options: Mapping[str, Any] | None = None,
         ray_init: Mapping[str, Any] | None = None,
         tenant_quotas: Mapping[str, TenantQuota] | None = None,
+        l2: L2Config | None = None,
+        settings: OmnicacheSettings | None = None,
+        metrics: bool | ActorMetricsConfig = True,
     ) -> CacheCluster:
         """Create the coordinator and ``num_shards`` shard actors; return an admin client.
 
@@ -181,11 +191,24 @@ class CacheCluster:
             ray_init: keyword arguments for ``ray.init`` when Ray is started here.
             tenant_quotas: limits per tenant (bytes, computes); `set_tenant_quota`
                 changes them at runtime.
+            l2: the shards' durable tier (Redis or disk, write-through or -behind);
+                ``None`` keeps entries in memory only.
+            settings: `OmnicacheSettings`; when given, they set ``num_shards``,
+                ``namespace`` (their ``ray_namespace``), ``max_bytes_per_shard``, the
+                client's key namespace and, unless ``l2`` is given, the L2.
+            metrics: export the actors' metrics to Ray (``ray.util.metrics``), with
+                default settings (``True``), these (an `ActorMetricsConfig`), or not.
 
         Raises:
             ValueError: a bad argument (names it).
             ConfigError: a cluster already runs in ``namespace``.
         """
+        if settings is not None:
+            num_shards, namespace = settings.num_shards, settings.ray_namespace
+            max_bytes_per_shard = settings.max_bytes_per_shard
+            l2 = settings.l2_config() if l2 is None else l2
+        if l2 is not None and not isinstance(l2, L2Config):
+            raise TypeError(f"l2 must be an L2Config or None, got {type(l2).__qualname__}")
         if not isinstance(num_shards, int) or isinstance(num_shards, bool) or num_shards < 1:
             raise ValueError(f"num_shards must be a positive int, got {num_shards!r}")
         if not isinstance(max_bytes_per_shard, int) or max_bytes_per_shard <= 0:
@@ -205,7 +228,11 @@ class CacheCluster:
             shard_name,
         )
         from omnicache_cluster.actors.shard import ShardConfig
+        from omnicache_cluster.observability.metrics import ActorMetricsConfig
 
+        if not isinstance(metrics, bool | ActorMetricsConfig):
+            raise TypeError(f"metrics must be a bool or an ActorMetricsConfig, got {metrics!r}")
+        mcfg = ActorMetricsConfig() if metrics is True else (metrics or None)
         try:
             ray.get_actor(COORDINATOR_NAME, namespace=namespace)
         except ValueError:
@@ -231,6 +258,8 @@ class CacheCluster:
                     max_bytes=max_bytes_per_shard,
                     max_entries=max_entries_per_shard,
                     num_slots=num_slots,
+                    l2=l2,
+                    metrics=mcfg,
                 ),
                 1,
                 members,
@@ -248,13 +277,17 @@ class CacheCluster:
                 num_slots=num_slots,
                 cluster_id=cluster_id,
                 tenant_quotas=tuple((validate_part("tenant", t), q) for t, q in quotas.items()),
+                metrics=mcfg,
             ),
             detached=detached,
         )
         ray.get([s.ping.remote() for s in shards] + [coord.ping.remote()])
         if quotas:  # the shards enforce their share of each tenant's byte budget
             ray.get(coord.publish.remote())
-        client = cls(namespace, options=options, _owns_ray=dashboard is not None)
+        key_ns = settings.namespace if settings is not None else None
+        client = cls(
+            namespace, key_namespace=key_ns, options=options, _owns_ray=dashboard is not None
+        )
         client.dashboard_url = dashboard or None
         state = client._state
         state.coordinator = coord
@@ -340,8 +373,29 @@ class CacheCluster:
         members = tuple(m for m in ring.members if m != name)
         ray.get(self._state.coordinator_handle().set_members.remote(members))
         self._state.refresh_ring(self._options)
-        ray.kill(self._state.handle_of(name), no_restart=True)
+        handle = self._state.handle_of(name)
+        try:  # its dirty write-behind entries go to L2 first
+            ray.get(handle.flush_l2.remote(), timeout=self._options.retry_deadline_s)
+        except Exception as exc:
+            _log.warning("remove_shard: %s could not flush its L2: %s", name, exc)
+        ray.kill(handle, no_restart=True)
         self._state.forget(name)
+
+    def _flush_l2(self, timeout_s: float = 10.0) -> None:
+        """Have every shard write its dirty L2 entries (write-behind) before it stops."""
+        import ray
+
+        ring = self._state.ring
+        if ring is None:
+            return
+        try:
+            refs = [self._state.handle_of(n).flush_l2.remote(timeout_s) for n in ring.members]
+            left = sum(ray.get(refs, timeout=timeout_s + 5))
+        except Exception as exc:  # a dead shard has nothing to flush
+            _log.warning("shutdown: could not flush every shard's L2: %s", exc)
+            return
+        if left:
+            _log.warning("shutdown: %d dirty entries did not reach L2", left)
 
     @property
     def ring_epoch(self) -> int:
@@ -356,14 +410,21 @@ class CacheCluster:
     def shutdown(self, *, stop_ray: bool | None = None) -> None:
         """Kill the cluster's actors (all entries are lost without L2).
 
+        Shards first write their dirty write-behind entries to L2 (graceful shutdown).
+
         Args:
             stop_ray: also shut Ray down; by default only if `start` started it.
         """
         import ray
 
-        from omnicache_cluster.actors.remote import COORDINATOR_NAME, SHARD_PREFIX
+        from omnicache_cluster.actors.remote import (
+            COORDINATOR_NAME,
+            SEMANTIC_INDEX_NAME,
+            SHARD_PREFIX,
+        )
 
-        names = [COORDINATOR_NAME]
+        self._flush_l2()
+        names = [COORDINATOR_NAME, SEMANTIC_INDEX_NAME]
         try:
             names += [
                 entry["name"]
@@ -464,7 +525,15 @@ class CacheCluster:
         return data
 
     def _decode(self, data: bytes | None, default: Any) -> Any:
-        return default if data is None else self._ser.loads(data)
+        if data is None:
+            return default
+        try:
+            return self._ser.loads(data)
+        except CodecError as exc:  # corrupt, foreign or unsigned bytes (from L2): a miss
+            from omnicache_cluster._flight import record_fault
+
+            record_fault("decode", exc)
+            return default
 
     def _set_items(
         self,
@@ -499,10 +568,29 @@ class CacheCluster:
     def get(self, key: Any, default: Any = MISS, *, layer: str = DEFAULT_LAYER) -> Any:
         """Return the value of ``key``, or ``default`` (`MISS`) if absent or expired."""
         _no_running_loop("get")
-        return self._decode(self._raw_get(self.key(key, layer)), default)
+        skey = self.key(key, layer)
+        near = near_for(self, layer) if self._options.near_cache is not None else None
+        data = near_get(self, near, skey) if near is not None else self._raw_get(skey)
+        return self._decode(data, default)
+
+    def _thread_batcher(self) -> ThreadBatcher:
+        state = self._state
+        if state.thread_batcher is None:
+            with state.lock:
+                if state.thread_batcher is None:
+                    state.thread_batcher = ThreadBatcher(state)
+        return state.thread_batcher  # type: ignore[no-any-return]
 
     def _raw_get(self, skey: str) -> bytes | None:
-        """Return the stored envelope of ``skey`` (one call to its owner), or ``None``."""
+        """Return the stored envelope of ``skey``, or ``None`` (batched across threads)."""
+        if not self._options.batching:
+            return self._direct_get(skey)
+        return self._thread_batcher().call(  # type: ignore[no-any-return]
+            "get_many", skey, None, self._options, lambda: self._direct_get(skey)
+        )
+
+    def _direct_get(self, skey: str) -> bytes | None:
+        """One call to the owner of ``skey`` (the slow path handles moved and retries)."""
         ring = self._state.current_ring(self._options)
         name = ring.members[ring.owner_index(skey)]
         handle = self._state.handles.get(name)
@@ -522,9 +610,23 @@ class CacheCluster:
                 return reply  # type: ignore[no-any-return]
         return self._do("get_many", [skey]).results[0]  # type: ignore[no-any-return]
 
-    def _raw_set(self, skey: str, data: bytes, ttl: float | None, tags: tuple[str, ...]) -> None:
-        """Store an envelope already encoded (and checked) by `encode`."""
-        self._set_errors(self._do("set_many", [skey], [(skey, data, ttl, tags)]))
+    def _raw_set(self, skey: str, data: bytes, ttl: float | None, tags: tuple[str, ...]) -> int:
+        """Store an envelope already encoded (and checked) by `encode`; return the
+        shard's change number after the write."""
+        item = (skey, data, ttl, tags)
+        if not self._options.batching:
+            return self._set_one_direct(item)
+        result = self._thread_batcher().call(
+            "set_many", skey, item, self._options, lambda: self._set_one_direct(item)
+        )
+        if isinstance(result, tuple):  # (size, limit): the shard refused it
+            raise ValueTooLarge(*result)
+        return result  # type: ignore[no-any-return]
+
+    def _set_one_direct(self, item: tuple[str, bytes, float | None, tuple[str, ...]]) -> int:
+        batch = self._do("set_many", [item[0]], [item])
+        self._set_errors(batch)
+        return batch.results[0]  # type: ignore[no-any-return]
 
     def get_or_compute(
         self,
@@ -619,7 +721,9 @@ class CacheCluster:
             ValueError: a bad ttl or tag.
         """
         _no_running_loop("set")
-        self.set_many([(key, value)], ttl=ttl, tags=tags, layer=layer)
+        _, (item,) = self._set_items([(key, value)], ttl, tags, layer)
+        seq = self._raw_set(*item)
+        self._near_written(layer, [item], [seq])
 
     def set_many(
         self,
@@ -633,7 +737,9 @@ class CacheCluster:
         _no_running_loop("set_many")
         keys, setitems = self._set_items(self._pairs(items), ttl, tags, layer)
         if keys:
-            self._set_errors(self._do("set_many", keys, setitems))
+            batch = self._do("set_many", keys, setitems)
+            self._set_errors(batch)
+            self._near_written(layer, setitems, batch.results)
 
     def delete(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:
         """Remove ``key``; return whether it was present."""
@@ -644,6 +750,7 @@ class CacheCluster:
         """Remove ``keys``; return how many were present."""
         _no_running_loop("delete_many")
         skeys = [self.key(k, layer) for k in keys]
+        self._near_deleted(skeys)
         return sum(self._do("delete_many", skeys).results) if skeys else 0
 
     def exists(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:
@@ -654,9 +761,10 @@ class CacheCluster:
     def invalidate(self, tag: str) -> int:
         """Remove every entry of this tenant tagged ``tag``; return how many."""
         _no_running_loop("invalidate")
-        return sum(
-            self._state.broadcast("invalidate_tags", list(self._scope.tags([tag])), self._options)
-        )
+        scoped = list(self._scope.tags([tag]))
+        removed = sum(self._state.broadcast("invalidate_tags", scoped, self._options))
+        self._near_changed()
+        return removed
 
     def clear(self, *, all_tenants: bool = False) -> int:
         """Remove this tenant's entries in this key namespace; return how many.
@@ -668,7 +776,10 @@ class CacheCluster:
             PermissionError: ``all_tenants`` on a tenant-scoped client.
         """
         _no_running_loop("clear")
-        return sum(self._state.broadcast("clear", self._clear_prefix(all_tenants), self._options))
+        prefix = self._clear_prefix(all_tenants)
+        removed = sum(self._state.broadcast("clear", prefix, self._options))
+        self._near_changed()
+        return removed
 
     def set_tenant_quota(self, tenant: str, quota: TenantQuota | None) -> None:
         """Set (``None``: remove) ``tenant``'s quota, cluster-wide, effective at once.
@@ -717,16 +828,25 @@ class CacheCluster:
             _log.warning("stats: coordinator did not answer: %s", exc)
             usage = {}
         return self._merge_stats(per_shard, usage)
-        return self._merge_stats(per_shard)
 
     # -- async API --------------------------------------------------------------------
 
     async def aget(self, key: Any, default: Any = MISS, *, layer: str = DEFAULT_LAYER) -> Any:
         """Async `get`."""
-        return self._decode(await self._araw_get(self.key(key, layer)), default)
+        skey = self.key(key, layer)
+        near = near_for(self, layer) if self._options.near_cache is not None else None
+        data = await (anear_get(self, near, skey) if near is not None else self._araw_get(skey))
+        return self._decode(data, default)
 
     async def _araw_get(self, skey: str) -> bytes | None:
-        """Async `_raw_get`."""
+        """Async `_raw_get`: concurrent calls of one event loop go out as batches."""
+        if self._options.batching:
+            fut = async_batcher(self._state).submit("get_many", skey, None, self._options)
+            return await fut  # type: ignore[no-any-return]
+        return await self._adirect_get(skey)
+
+    async def _adirect_get(self, skey: str) -> bytes | None:
+        """Async `_direct_get`."""
         ring = await self._state.acurrent_ring(self._options)
         name = ring.members[ring.owner_index(skey)]
         handle = self._state.handles.get(name)
@@ -747,9 +867,17 @@ class CacheCluster:
 
     async def _araw_set(
         self, skey: str, data: bytes, ttl: float | None, tags: tuple[str, ...]
-    ) -> None:
-        """Async `_raw_set`."""
-        self._set_errors(await self._ado("set_many", [skey], [(skey, data, ttl, tags)]))
+    ) -> int:
+        """Async `_raw_set`: concurrent calls of one event loop go out as batches."""
+        item = (skey, data, ttl, tags)
+        if not self._options.batching:
+            batch = await self._ado("set_many", [skey], [item])
+            self._set_errors(batch)
+            return batch.results[0]  # type: ignore[no-any-return]
+        result = await async_batcher(self._state).submit("set_many", skey, item, self._options)
+        if isinstance(result, tuple):  # (size, limit): the shard refused it
+            raise ValueTooLarge(*result)
+        return result  # type: ignore[no-any-return]
 
     async def aget_or_compute(
         self,
@@ -797,7 +925,9 @@ class CacheCluster:
         layer: str = DEFAULT_LAYER,
     ) -> None:
         """Async `set`."""
-        await self.aset_many([(key, value)], ttl=ttl, tags=tags, layer=layer)
+        _, (item,) = self._set_items([(key, value)], ttl, tags, layer)
+        seq = await self._araw_set(*item)
+        self._near_written(layer, [item], [seq])
 
     async def aset_many(
         self,
@@ -810,7 +940,9 @@ class CacheCluster:
         """Async `set_many`."""
         keys, setitems = self._set_items(self._pairs(items), ttl, tags, layer)
         if keys:
-            self._set_errors(await self._ado("set_many", keys, setitems))
+            batch = await self._ado("set_many", keys, setitems)
+            self._set_errors(batch)
+            self._near_written(layer, setitems, batch.results)
 
     async def adelete(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:
         """Async `delete`."""
@@ -819,6 +951,7 @@ class CacheCluster:
     async def adelete_many(self, keys: Iterable[Any], *, layer: str = DEFAULT_LAYER) -> int:
         """Async `delete_many`."""
         skeys = [self.key(k, layer) for k in keys]
+        self._near_deleted(skeys)
         return sum((await self._ado("delete_many", skeys)).results) if skeys else 0
 
     async def aexists(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:
@@ -828,17 +961,17 @@ class CacheCluster:
 
     async def ainvalidate(self, tag: str) -> int:
         """Async `invalidate`."""
-        return sum(
-            await self._state.abroadcast(
-                "invalidate_tags", list(self._scope.tags([tag])), self._options
-            )
-        )
+        scoped = list(self._scope.tags([tag]))
+        removed = sum(await self._state.abroadcast("invalidate_tags", scoped, self._options))
+        await self._anear_changed()
+        return removed
 
     async def aclear(self, *, all_tenants: bool = False) -> int:
         """Async `clear`."""
-        return sum(
-            await self._state.abroadcast("clear", self._clear_prefix(all_tenants), self._options)
-        )
+        prefix = self._clear_prefix(all_tenants)
+        removed = sum(await self._state.abroadcast("clear", prefix, self._options))
+        await self._anear_changed()
+        return removed
 
     async def astats(self) -> dict[str, Any]:
         """Async `stats`."""
@@ -861,6 +994,26 @@ class CacheCluster:
         self, method: str, keys: Sequence[str], args: Sequence[Any] | None = None
     ) -> _Batch:
         return await self._state.arun(_Batch(method, keys, args), self._options)
+
+    def _near_written(self, layer: str, items: list[Any], seqs: list[Any]) -> None:
+        if self._options.near_cache is not None:
+            near = near_for(self, layer)
+            if near is not None:
+                near_put_many(self, near, items, seqs)
+
+    def _near_deleted(self, skeys: list[str]) -> None:
+        near = self._state.near
+        if near is not None:
+            near.drop(skeys)
+
+    def _near_changed(self) -> None:
+        """After an invalidation or flush: poll the change logs now (read-your-writes)."""
+        if self._state.near is not None:
+            near_sync(self)
+
+    async def _anear_changed(self) -> None:
+        if self._state.near is not None:
+            await asyncio.to_thread(near_sync, self)
 
     def _stats_arg(self) -> str | None:
         return None if self._admin else self._tenant
@@ -888,6 +1041,9 @@ class CacheCluster:
             totals["deletes"] = sum(s["deletes"] for s in per_shard)
             totals["epoch"] = max(s["epoch"] for s in per_shard)
             totals["tenants"] = usage
+            for key in ("l2_errors", "l2_corrupt", "l2_dirty", "l2_degraded", "l2_dropped"):
+                if any(key in s for s in per_shard):
+                    totals[key] = sum(int(s.get(key, 0)) for s in per_shard)
         else:
             totals["tenant"] = self._tenant
             totals["evictions"] = sum(int(s.get("evictions", 0)) for s in per_shard)

@@ -9,13 +9,18 @@ cached, and async methods are real async calls.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from omnicache_cluster.core.keys import CacheKeyBuilder
 from omnicache_cluster.core.scope import DEFAULT_LAYER
 from omnicache_cluster.core.sentinel import MISS
 from omnicache_cluster.protocols import CacheBackend
+
+if TYPE_CHECKING:
+    from omnicache_cluster.config import OmnicacheSettings
+    from omnicache_cluster.observability.cost import PriceTable
+    from omnicache_cluster.observability.snapshot import ClusterMetrics
 
 __all__ = ["CacheManager", "CacheMetrics"]
 
@@ -61,6 +66,19 @@ class CacheMetrics:
             "miss_rate": misses / lookups if lookups else 0.0,
         }
 
+    @staticmethod
+    def from_cluster(cluster: Any, prices: PriceTable | None = None) -> ClusterMetrics:
+        """Return a snapshot of the whole cluster: every shard and tenant, plus the
+        tokens and cost that `record_saving` recorded (`ClusterMetrics`).
+
+        Args:
+            cluster: the cluster's admin `CacheCluster`.
+            prices: re-price the saved tokens with this `PriceTable`.
+        """
+        from omnicache_cluster.observability.snapshot import cluster_metrics
+
+        return cluster_metrics(cluster, prices)
+
 
 class CacheManager:
     """The seed's orchestrator over a `CacheBackend`.
@@ -69,6 +87,7 @@ class CacheManager:
         backend: a `CacheCluster` or an `InMemoryBackend` (a new one when omitted).
         key_builder: sets the key namespace and tenant of this manager.
         default_ttl: seconds to live for `set` calls that give no ttl.
+        layer_ttls: per-layer overrides of ``default_ttl`` (``None``: no expiry).
 
     Example:
         >>> from omnicache_cluster import InMemoryBackend
@@ -85,6 +104,7 @@ class CacheManager:
         key_builder: CacheKeyBuilder | None = None,
         *,
         default_ttl: float | None = None,
+        layer_ttls: Mapping[str, float | None] | None = None,
     ) -> None:
         if backend is None:
             from omnicache_cluster.backends.memory import InMemoryBackend
@@ -107,7 +127,33 @@ class CacheManager:
         self._root = backend
         self._backend = scoped
         self._default_ttl = default_ttl
+        self._layer_ttls = dict(layer_ttls or {})
         self.metrics = CacheMetrics(self._evictions)
+
+    @classmethod
+    def from_settings(
+        cls, settings: OmnicacheSettings | None = None, backend: CacheBackend | None = None
+    ) -> CacheManager:
+        """Return a manager as `OmnicacheSettings` describe it.
+
+        Args:
+            settings: the settings (``OmnicacheSettings.from_env()`` when omitted).
+            backend: the backend to use, e.g. a `CacheCluster` started with the same
+                settings; by default the one ``settings.backend`` names (memory, disk
+                or Redis, in this process).
+
+        Raises:
+            ConfigError: an environment variable has an invalid value (named).
+        """
+        from omnicache_cluster.config import OmnicacheSettings
+
+        settings = settings if settings is not None else OmnicacheSettings.from_env()
+        return cls(
+            backend if backend is not None else settings.make_backend(),
+            CacheKeyBuilder(namespace=settings.namespace),
+            default_ttl=settings.default_ttl,
+            layer_ttls=settings.layer_ttls,
+        )
 
     def _evictions(self) -> int:
         ev = self._backend.stats().get("evictions", {})
@@ -129,10 +175,13 @@ class CacheManager:
             self._backend.for_tenant(tenant),
             self._key_builder.for_tenant(tenant),
             default_ttl=self._default_ttl,
+            layer_ttls=self._layer_ttls,
         )
 
-    def _ttl(self, ttl: float | None) -> float | None:
-        return ttl if ttl is not None else self._default_ttl
+    def _ttl(self, ttl: float | None, layer: str = DEFAULT_LAYER) -> float | None:
+        if ttl is not None:
+            return ttl
+        return self._layer_ttls.get(layer, self._default_ttl)
 
     def get(self, key: Any, default: Any = None, *, layer: str = DEFAULT_LAYER) -> Any:
         """Return the value of ``key``, or ``default`` on a miss."""
@@ -153,7 +202,7 @@ class CacheManager:
         layer: str = DEFAULT_LAYER,
     ) -> None:
         """Store ``value`` under ``key`` (``ttl`` defaults to the manager's)."""
-        self._backend.set(key, value, ttl=self._ttl(ttl), tags=tags, layer=layer)
+        self._backend.set(key, value, ttl=self._ttl(ttl, layer), tags=tags, layer=layer)
         self.metrics.record(sets=1)
 
     def delete(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:
@@ -191,7 +240,7 @@ class CacheManager:
         layer: str = DEFAULT_LAYER,
     ) -> None:
         """Async `set`."""
-        await self._backend.aset(key, value, ttl=self._ttl(ttl), tags=tags, layer=layer)
+        await self._backend.aset(key, value, ttl=self._ttl(ttl, layer), tags=tags, layer=layer)
         self.metrics.record(sets=1)
 
     async def adelete(self, key: Any, *, layer: str = DEFAULT_LAYER) -> bool:

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omnicache_cluster.core.quota import QuotaBook, TenantQuota
 from omnicache_cluster.core.ring import DEFAULT_SLOTS, Ring
 from omnicache_cluster.core.singleflight import LeaseTable, Outcome
+from omnicache_cluster.observability.cost import SavingsBook
+from omnicache_cluster.observability.metrics import ActorMetricsConfig, MetricsRecorder
 
 __all__ = ["CoordinatorActor", "CoordinatorConfig"]
 
@@ -47,6 +50,8 @@ class CoordinatorConfig:
     call_timeout_s: float = 30.0
     tenant_quotas: tuple[tuple[str, TenantQuota], ...] = ()
     reap_interval_s: float = 0.1
+    #: Export to Ray's metrics (``None``: off); see `omnicache_cluster.observability`.
+    metrics: ActorMetricsConfig | None = field(default_factory=ActorMetricsConfig)
 
 
 class CoordinatorActor:
@@ -63,6 +68,9 @@ class CoordinatorActor:
         self._quota_gen = 1
         self._leases = LeaseTable(self._quotas)
         self._reaper: asyncio.Task[None] | None = None
+        self._metrics = MetricsRecorder.for_config(config.metrics, config.namespace, "coordinator")
+        self._metrics_task: asyncio.Task[None] | None = None
+        self._savings = SavingsBook(self._metrics.config.max_models)
 
     @staticmethod
     def _was_restarted() -> bool:
@@ -83,6 +91,7 @@ class CoordinatorActor:
         return self._lock
 
     async def _recover(self) -> None:
+        self._ensure_metrics()
         if self._recovered:
             return
         async with self._get_lock():
@@ -165,6 +174,7 @@ class CoordinatorActor:
     # -- single-flight leases ------------------------------------------------------------
 
     def _ensure_reaper(self) -> None:
+        self._ensure_metrics()
         if self._reaper is None or self._reaper.done():
             self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
 
@@ -181,7 +191,11 @@ class CoordinatorActor:
     ) -> Outcome:
         """Lead the compute of ``key`` or wait for its leader (see `LeaseTable.acquire`)."""
         self._ensure_reaper()
-        return await self._leases.acquire(key, tenant, lease_ttl, wait_timeout)
+        t0 = time.perf_counter()
+        outcome = await self._leases.acquire(key, tenant, lease_ttl, wait_timeout)
+        if outcome[0] != "lead":  # a waiter (or throttled): how long it waited
+            self._metrics.lease_wait(tenant, outcome[0], time.perf_counter() - t0)
+        return outcome
 
     async def renew(self, leases: Sequence[tuple[str, int]], lease_ttl: float) -> list[bool]:
         """Extend leases still held; return which ones were."""
@@ -197,6 +211,30 @@ class CoordinatorActor:
     async def lease_stats(self) -> dict[str, Any]:
         """Return the lease table's counters."""
         return self._leases.snapshot()
+
+    # -- metrics and savings (`omnicache_cluster.observability`) --------------------------
+
+    def _ensure_metrics(self) -> None:
+        if self._metrics_task is None and self._metrics.enabled:
+            from omnicache_cluster.observability._samples import coordinator_samples
+            from omnicache_cluster.observability.ray_metrics import start_exporter
+
+            self._metrics_task = start_exporter(
+                self._metrics, self.metrics_view, coordinator_samples
+            )
+
+    async def add_savings(self, rows: Sequence[tuple[str, int, int, int, float]]) -> int:
+        """Add ``(model, calls, prompt tokens, completion tokens, USD)`` savings rows."""
+        self._ensure_metrics()
+        return self._savings.add(rows)
+
+    async def metrics_view(self) -> dict[str, Any]:
+        """Return per-tenant lease usage, the lease table's counters and the savings."""
+        return {
+            "tenants": await self.tenant_usage(),
+            "leases": self._leases.snapshot(),
+            "savings": self._savings.snapshot(),
+        }
 
     # -- tenant quotas -------------------------------------------------------------------
 
@@ -246,4 +284,5 @@ class CoordinatorActor:
 
     async def ping(self) -> str:
         """A liveness probe."""
+        self._ensure_metrics()
         return "ok"

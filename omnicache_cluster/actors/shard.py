@@ -5,6 +5,10 @@ The class is a plain async class; `omnicache_cluster.actors.remote` applies
 carries the shard's ring epoch plus the positions of the keys whose slots the shard
 does not own under that epoch (*moved*): a client with an old ring refreshes it from
 the coordinator and retries those keys at their new owner.
+
+With an L2 (``ShardConfig.l2``: Redis or disk) the shard writes through (or behind)
+to it and reads L1 misses through from it, after the ownership check; see
+`omnicache_cluster.actors._l2` for the write modes and the fail-open contract.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,10 +29,14 @@ from omnicache_cluster.actors._l2 import ShardL2
 from omnicache_cluster.actors._leases import ShardLeases
 from omnicache_cluster.backends.base import Record
 from omnicache_cluster.config import L2Config
+from omnicache_cluster.core.nearcache import ChangeLog
 from omnicache_cluster.core.quota import TenantQuota
 from omnicache_cluster.core.ring import DEFAULT_SLOTS, Ring, key_hash
 from omnicache_cluster.core.store import LRUStore
 from omnicache_cluster.errors import ValueTooLarge
+from omnicache_cluster.observability._samples import shard_samples
+from omnicache_cluster.observability.metrics import ActorMetricsConfig, MetricsRecorder
+from omnicache_cluster.observability.ray_metrics import start_exporter
 
 __all__ = ["SetItem", "ShardActor", "ShardConfig"]
 
@@ -51,6 +60,8 @@ class ShardConfig:
     #: The durable tier (Redis or disk) written through / behind and read through;
     #: ``None``: memory only, entries die with the shard.
     l2: L2Config | None = None
+    #: Export to Ray's metrics (``None``: off); see `omnicache_cluster.observability`.
+    metrics: ActorMetricsConfig | None = field(default_factory=ActorMetricsConfig)
 
 
 def _tenant_of(key: str) -> str:
@@ -77,10 +88,18 @@ class ShardActor(ShardLeases):
 
     def __init__(self, config: ShardConfig, epoch: int = 0, members: Sequence[str] = ()) -> None:
         self._config = config
-        self._store = LRUStore(config.max_bytes, config.max_entries)
+        # Every change is numbered per slot, so other processes' near-caches learn it.
+        self._changes = ChangeLog(incarnation=uuid.uuid4().hex)
+        self._store = LRUStore(config.max_bytes, config.max_entries, on_change=self._changed)
+        self._requests = 0
         # A restarted shard runs this again with the same config: it reconnects to L2
         # and fills L1 lazily, by reading through.
-        self._l2 = None if config.l2 is None else ShardL2(config.l2, config.name)
+        self._metrics = MetricsRecorder.for_config(config.metrics, config.namespace, config.name)
+        self._l2 = (
+            None
+            if config.l2 is None
+            else ShardL2(config.l2, config.name, store=self._metrics.timed(config.l2.open_async()))
+        )
         self._num_slots = config.num_slots
         self._epoch = 0
         self._members: tuple[str, ...] = ()
@@ -151,9 +170,19 @@ class ShardActor(ShardLeases):
         self._quota_gen = generation
         return generation
 
+    def _changed(self, key: str) -> None:
+        self._changes.record(key_hash(key) % self._num_slots)
+
+    async def changes_since(self, seq: int) -> tuple[str, int, list[tuple[int, int]] | None]:
+        """Return ``(incarnation, seq, [(slot, its last change)] after seq)``; ``None``
+        instead of the list on a gap."""
+        return self._changes.since(int(seq))
+
     async def _ready(self) -> None:
+        self._requests += 1
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+            self._metrics_task = start_exporter(self._metrics, self._stats_now, shard_samples)
             if self._l2 is not None:
                 self._l2.start()
         if not self._stale:
@@ -260,8 +289,8 @@ class ShardActor(ShardLeases):
 
     async def set_many(
         self, items: Sequence[SetItem]
-    ) -> tuple[int, list[int], list[tuple[int, int, int]]]:
-        """Store each ``(key, value, ttl, tags)``; return ``(epoch, moved, errors)``.
+    ) -> tuple[int, list[int], list[tuple[int, int, int]], int]:
+        """Store each ``(key, value, ttl, tags)``; return ``(epoch, moved, errors, seq)``.
 
         ``errors`` lists ``(position, size, limit)`` for items the store refused (an
         entry larger than the shard); the other items are stored.
@@ -285,9 +314,12 @@ class ShardActor(ShardLeases):
             self._count(key, 2)
             if self._l2 is not None:
                 durable.append((key, Record(value, expires_at, tuple(tags), tenant)))
+        # The change number after these writes, before any await lets others in: the
+        # writer's near-cache keeps its values until a later change of their slots.
+        seq = self._changes.seq
         if durable and self._l2 is not None:  # write-through: acknowledged once in L2
             await self._l2.write(durable)
-        return self._epoch, moved, errors
+        return self._epoch, moved, errors, seq
 
     async def delete_many(self, keys: Sequence[str]) -> tuple[int, list[bool], list[int]]:
         """Delete keys; return ``(epoch, existed, moved)``."""
@@ -344,6 +376,10 @@ class ShardActor(ShardLeases):
     async def stats(self, tenant: str | None = None) -> dict[str, Any]:
         """Return this shard's counters and levels (only ``tenant``'s when given)."""
         await self._ready()
+        return self._stats_now(tenant)
+
+    def _stats_now(self, tenant: str | None = None) -> dict[str, Any]:
+        """`stats` without counting a request (what the metrics exporter reads)."""
         snap = self._store.snapshot()
         if tenant is not None:
             hits, misses, sets = self._tenant_counts.get(tenant, [0, 0, 0])
@@ -375,6 +411,9 @@ class ShardActor(ShardLeases):
             "tenant_entries": snap.tenant_entries,
             "layers": {t: _layer_dicts(c) for t, c in self._layer_counts.items()},
             "leases": self._leases.snapshot(),
+            "lease_tenants": self._lease_usage(),
+            "requests": self._requests,
+            "change_seq": self._changes.seq,
             "uptime_s": time.time() - self._started,
             **(self._l2.stats() if self._l2 is not None else {}),
         }
