@@ -27,41 +27,101 @@ from omnicache_cluster.errors import (
 )
 
 if TYPE_CHECKING:
+    from omnicache_cluster.backends.async_memory import AsyncInMemoryBackend
+    from omnicache_cluster.backends.disk import DiskBackend
     from omnicache_cluster.backends.memory import InMemoryBackend
+    from omnicache_cluster.backends.redis import RedisBackend
+    from omnicache_cluster.backends.tiered import TieredBackend
     from omnicache_cluster.client import CacheCluster, ClientOptions
+    from omnicache_cluster.config import L2Config, OmnicacheSettings
     from omnicache_cluster.core.codec import JsonCodec, MsgpackCodec, PickleCodec, Serializer
+    from omnicache_cluster.core.nearcache import NearCacheOptions
     from omnicache_cluster.core.quota import TenantQuota
+    from omnicache_cluster.layers._prices import ModelPrice
+    from omnicache_cluster.layers._streamwire import StreamInterrupted
+    from omnicache_cluster.layers.context import ContextCache
+    from omnicache_cluster.layers.embedding import EmbeddingCache
+    from omnicache_cluster.layers.prompt import PromptCacheLayer
+    from omnicache_cluster.layers.response import ResponseCache
+    from omnicache_cluster.layers.retrieval import RetrievalCache
+    from omnicache_cluster.layers.streaming import StreamingResponseCache
     from omnicache_cluster.manager import CacheManager, CacheMetrics
+    from omnicache_cluster.middleware.embedding import EmbeddingMiddleware
+    from omnicache_cluster.middleware.llm import AsyncLLMMiddleware, LLMMiddleware
+    from omnicache_cluster.middleware.retriever import RetrieverMiddleware
+    from omnicache_cluster.observability.cost import PriceTable, record_saving
+    from omnicache_cluster.observability.metrics import ActorMetricsConfig
+    from omnicache_cluster.observability.otel import OpenTelemetryExporter
+    from omnicache_cluster.observability.prometheus import PrometheusExporter
+    from omnicache_cluster.observability.snapshot import ClusterMetrics
+    from omnicache_cluster.policies import InvalidationEngine, RequestConfig, TTLPolicy
+    from omnicache_cluster.warmer import CacheWarmer, WarmReport
 
 __all__ = [
     "MISS",
+    "ActorMetricsConfig",
+    "AsyncInMemoryBackend",
+    "AsyncLLMMiddleware",
     "CacheCluster",
     "CacheKey",
     "CacheKeyBuilder",
     "CacheManager",
     "CacheMetrics",
+    "CacheWarmer",
     "ClientOptions",
+    "ClusterMetrics",
     "CodecError",
     "ConfigError",
+    "ContextCache",
+    "DiskBackend",
+    "EmbeddingCache",
+    "EmbeddingMiddleware",
     "InMemoryBackend",
+    "InvalidationEngine",
     "JsonCodec",
+    "L2Config",
     "L2Unavailable",
+    "LLMMiddleware",
+    "ModelPrice",
     "Moved",
     "MsgpackCodec",
+    "NearCacheOptions",
     "OmnicacheError",
+    "OmnicacheSettings",
+    "OpenTelemetryExporter",
     "PermanentError",
     "PickleCodec",
+    "PriceTable",
+    "PrometheusExporter",
+    "PromptCacheLayer",
     "QuotaExceeded",
+    "RedisBackend",
+    "RequestConfig",
+    "ResponseCache",
+    "RetrievalCache",
+    "RetrieverMiddleware",
     "Serializer",
     "ShardUnavailable",
+    "StreamInterrupted",
+    "StreamingResponseCache",
+    "TTLPolicy",
     "TenantQuota",
+    "TieredBackend",
     "Timeout",
     "TransientError",
     "ValueTooLarge",
+    "WarmReport",
     "__version__",
+    "record_saving",
 ]
 
 _LAZY = {
+    "AsyncInMemoryBackend": "omnicache_cluster.backends.async_memory",
+    "DiskBackend": "omnicache_cluster.backends.disk",
+    "L2Config": "omnicache_cluster.config",
+    "OmnicacheSettings": "omnicache_cluster.config",
+    "RedisBackend": "omnicache_cluster.backends.redis",
+    "TieredBackend": "omnicache_cluster.backends.tiered",
     "CacheCluster": "omnicache_cluster.client",
     "ClientOptions": "omnicache_cluster.client",
     "CacheManager": "omnicache_cluster.manager",
@@ -72,6 +132,30 @@ _LAZY = {
     "PickleCodec": "omnicache_cluster.core.codec",
     "Serializer": "omnicache_cluster.core.codec",
     "TenantQuota": "omnicache_cluster.core.quota",
+    "ActorMetricsConfig": "omnicache_cluster.observability.metrics",
+    "ClusterMetrics": "omnicache_cluster.observability.snapshot",
+    "OpenTelemetryExporter": "omnicache_cluster.observability.otel",
+    "PriceTable": "omnicache_cluster.observability.cost",
+    "PrometheusExporter": "omnicache_cluster.observability.prometheus",
+    "record_saving": "omnicache_cluster.observability.cost",
+    "NearCacheOptions": "omnicache_cluster.core.nearcache",
+    "AsyncLLMMiddleware": "omnicache_cluster.middleware.llm",
+    "CacheWarmer": "omnicache_cluster.warmer",
+    "ContextCache": "omnicache_cluster.layers.context",
+    "EmbeddingCache": "omnicache_cluster.layers.embedding",
+    "EmbeddingMiddleware": "omnicache_cluster.middleware.embedding",
+    "InvalidationEngine": "omnicache_cluster.policies",
+    "LLMMiddleware": "omnicache_cluster.middleware.llm",
+    "ModelPrice": "omnicache_cluster.layers._prices",
+    "PromptCacheLayer": "omnicache_cluster.layers.prompt",
+    "RequestConfig": "omnicache_cluster.policies",
+    "ResponseCache": "omnicache_cluster.layers.response",
+    "RetrievalCache": "omnicache_cluster.layers.retrieval",
+    "RetrieverMiddleware": "omnicache_cluster.middleware.retriever",
+    "StreamInterrupted": "omnicache_cluster.layers._streamwire",
+    "StreamingResponseCache": "omnicache_cluster.layers.streaming",
+    "TTLPolicy": "omnicache_cluster.policies",
+    "WarmReport": "omnicache_cluster.warmer",
 }
 
 
