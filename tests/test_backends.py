@@ -234,6 +234,39 @@ def test_blocking_backends_satisfy_the_protocol(kind, tmp_path, request):
     backend.close()
 
 
+@pytest.mark.parametrize("kind", ["memory", "disk", "redis", "tiered"])
+def test_blocking_backends_compute_once_per_key(kind, tmp_path, request):
+    """The layers call get_or_compute on any backend: one compute per missing key."""
+    import threading
+    import time
+
+    if kind in ("redis", "tiered"):
+        url = request.getfixturevalue("redis_server")
+        backend = _redis(url) if kind == "redis" else _tiered(url)
+    else:
+        backend = _memory() if kind == "memory" else _disk(tmp_path)
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.3)
+        return {"answer": 42}
+
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(backend.get_or_compute("q", slow)))
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [{"answer": 42}] * 8
+    assert len(calls) == 1
+    assert backend.get("q") == {"answer": 42}
+    backend.close()
+
+
 def test_async_memory_backend_shares_its_store_with_its_sync_view():
     async def run():
         b = AsyncInMemoryBackend(max_size=100)

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from omnicache_cluster.backends._local_flight import LocalSingleFlight
 from omnicache_cluster.backends._scoped import ScopedBackend
 from omnicache_cluster.backends.base import Record, encode_record, parse_records
 from omnicache_cluster.core.codec import Serializer
@@ -285,7 +286,7 @@ class AsyncDiskStore:
         await asyncio.to_thread(self._s.close)
 
 
-class DiskBackend(ScopedBackend):
+class DiskBackend(LocalSingleFlight, ScopedBackend):
     """A cache in a file on this machine that survives restarts (see module docstring).
 
     Args:

@@ -29,6 +29,7 @@ import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
 
+from omnicache_cluster.backends._local_flight import LocalSingleFlight
 from omnicache_cluster.backends._scoped import ScopedBackend
 from omnicache_cluster.backends.base import Record, encode_record, parse_records
 from omnicache_cluster.config import redact_url
@@ -399,7 +400,7 @@ class AsyncRedisStore(_RedisBase):
             self._client = None
 
 
-class RedisBackend(ScopedBackend):
+class RedisBackend(LocalSingleFlight, ScopedBackend):
     """A cache in Redis, shared by every process that reaches the server.
 
     Takes the arguments of `RedisStore` (``url``, ``password``, the ``tls*`` options,

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from omnicache_cluster.backends._local_flight import LocalSingleFlight
 from omnicache_cluster.backends._scoped import ScopedBackend
 from omnicache_cluster.backends.base import AsyncByteStore, ByteStore, Record
 from omnicache_cluster.core.codec import Serializer
@@ -260,7 +261,7 @@ class AsyncTieredStore(_Tiers):
         await self.l2.close()
 
 
-class TieredBackend(ScopedBackend):
+class TieredBackend(LocalSingleFlight, ScopedBackend):
     """An L1 backend in front of an L2 backend (see the module docstring).
 
     Args:
