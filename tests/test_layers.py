@@ -360,3 +360,36 @@ def test_a_layer_sent_to_a_ray_task_shares_the_cache(cluster, ray_session):
     assert ray_session.get(use.remote(rc)) == ("from the driver", 1, 60.0)
     assert rc.get(MSGS, "claude") == "from the task"
     assert rc.stats()["lookups"] == 2
+
+
+def test_response_hits_count_the_tokens_and_cost_they_saved(cluster):
+    from omnicache_cluster.layers.response import usage_tokens
+    from omnicache_cluster.observability import flush_savings
+    from omnicache_cluster.observability.snapshot import cluster_metrics
+
+    rc = ResponseCache(cluster)
+    model = "gpt-4o"
+    msgs = [{"role": "user", "content": f"savings {time.time_ns()}"}]
+    response = {
+        "choices": [{"message": {"content": "ok"}}],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 100},
+    }
+    assert usage_tokens(response) == (1000, 100)
+    assert usage_tokens({"usage": {"input_tokens": 7, "output_tokens": 3}}) == (7, 3)
+    assert usage_tokens("plain text") is None
+
+    def totals():
+        snap = cluster_metrics(cluster)
+        tokens = snap.tokens_saved.get(model, {"prompt": 0, "completion": 0})
+        return tokens["prompt"], tokens["completion"], snap.cost_saved_usd.get(model, 0.0)
+
+    assert flush_savings(cluster)
+    before = totals()
+    assert rc.get_or_generate(msgs, lambda m: response, model_id=model) == response  # computed
+    assert rc.get_or_generate(msgs, lambda m: response, model_id=model) == response  # hit
+    assert rc.get(msgs, model_id=model) == response  # hit
+    assert rc.get([{"role": "user", "content": "never asked"}], model_id=model) is MISS
+    assert flush_savings(cluster)
+    after = totals()
+    assert (after[0] - before[0], after[1] - before[1]) == (2000, 200)
+    assert after[2] > before[2]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from omnicache_cluster._flight import record_fault
 from omnicache_cluster.core.keys import CacheKey
 from omnicache_cluster.core.sentinel import MISS
 from omnicache_cluster.layers._base import CacheLayer, merged, with_overrides
@@ -50,6 +51,29 @@ def request_key(
     if not isinstance(model_id, str) or not model_id:
         raise TypeError(f"model_id must be a non-empty str, got {model_id!r}")
     return {"model": model_id, "messages": messages, "params": merged(params, **extras)}
+
+
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def usage_tokens(response: Any) -> tuple[int, int] | None:
+    """Return ``(prompt, completion)`` tokens of a provider response, if it says.
+
+    Reads OpenAI's ``usage.prompt_tokens`` / ``completion_tokens`` and Anthropic's
+    ``usage.input_tokens`` / ``output_tokens``, on dicts or SDK objects.
+    """
+    usage = _field(response, "usage")
+    if usage is None:
+        return None
+    for prompt_name, completion_name in (
+        ("prompt_tokens", "completion_tokens"),
+        ("input_tokens", "output_tokens"),
+    ):
+        prompt, completion = _field(usage, prompt_name), _field(usage, completion_name)
+        if isinstance(prompt, int) and isinstance(completion, int):
+            return prompt, completion
+    return None
 
 
 class ResponseCache(CacheLayer):
@@ -98,7 +122,10 @@ class ResponseCache(CacheLayer):
         **request: Any,
     ) -> Any:
         """Return the cached response, or ``default`` on a miss."""
-        return self._get_value(request_key(messages, model_id, params, request), default, config)
+        value = self._get_value(request_key(messages, model_id, params, request), default, config)
+        if value is not default:
+            self._saved(model_id, value)
+        return value
 
     def set(
         self,
@@ -137,12 +164,32 @@ class ResponseCache(CacheLayer):
         A cache fault never fails the call: ``generate_fn`` runs anyway.
         """
         key = self._key(request_key(messages, model_id, params, request))
-        return self._cached(
-            key,
-            lambda: generate_fn(messages),
-            with_overrides(config, ttl, None),
-            [model_tag(model_id)],
+        called: list[bool] = []
+
+        def generate() -> T:
+            called.append(True)
+            return generate_fn(messages)
+
+        value = self._cached(
+            key, generate, with_overrides(config, ttl, None), [model_tag(model_id)]
         )
+        if not called:  # served by the cache, or by another caller's compute
+            self._saved(model_id, value)
+        return value
+
+    def _saved(self, model_id: str, response: Any) -> None:
+        """Count the LLM call a hit saved, priced by model (non-blocking), when the
+        response carries its provider's usage and the backend is a cluster."""
+        tokens = usage_tokens(response)
+        namespace = getattr(self._backend, "namespace", None)
+        if tokens is None or not isinstance(namespace, str):
+            return
+        from omnicache_cluster.observability.cost import record_saving
+
+        try:
+            record_saving(namespace, model_id, *tokens)
+        except ValueError as exc:  # a bad model name must not fail a hit
+            record_fault("savings", exc)
 
     def invalidate_model(self, model_id: str) -> int:
         """Remove every cached response of ``model_id`` (this tenant, all processes)."""
@@ -162,7 +209,10 @@ class ResponseCache(CacheLayer):
     ) -> Any:
         """Async `get`."""
         key_obj = request_key(messages, model_id, params, request)
-        return await self._aget_value(key_obj, default, config)
+        value = await self._aget_value(key_obj, default, config)
+        if value is not default:
+            self._saved(model_id, value)
+        return value
 
     async def aset(
         self,
@@ -197,12 +247,18 @@ class ResponseCache(CacheLayer):
     ) -> T:
         """Async `get_or_generate`; ``generate_fn`` may be sync or async."""
         key = self._key(request_key(messages, model_id, params, request))
-        return await self._acached(
-            key,
-            lambda: generate_fn(messages),
-            with_overrides(config, ttl, None),
-            [model_tag(model_id)],
+        called: list[bool] = []
+
+        def generate() -> T | Awaitable[T]:
+            called.append(True)
+            return generate_fn(messages)
+
+        value = await self._acached(
+            key, generate, with_overrides(config, ttl, None), [model_tag(model_id)]
         )
+        if not called:
+            self._saved(model_id, value)
+        return value  # type: ignore[no-any-return]
 
     async def ainvalidate_model(self, model_id: str) -> int:
         """Async `invalidate_model`."""
