@@ -1,0 +1,103 @@
+"""AdaptiveSemanticCache keeps its measured false-hit rate under the bound it was given.
+
+Data: generated paraphrase clusters with deterministic embeddings (no model, no
+download). Classes come in confusable pairs whose centres are close, and each class
+has its own spread, so no single threshold is right everywhere: serving every nearest
+neighbour breaks the bound.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from omnicache_cluster.semantic import AdaptivePolicy, AdaptiveSemanticCache
+
+pytestmark = pytest.mark.ray
+
+DIM = 32
+
+
+def make_clusters(seed: int, n_pairs: int = 40, members: int = 10):
+    """Return ``{text: (class id, vector)}`` for ``2 * n_pairs`` classes."""
+    rng = np.random.default_rng(seed)
+    data = {}
+    for p in range(n_pairs):
+        base = rng.normal(size=DIM)
+        base /= np.linalg.norm(base)
+        closeness = rng.uniform(0.05, 1.5)  # how far apart the pair's two centres are
+        for side in range(2):
+            centre = base + closeness * rng.normal(size=DIM) / np.sqrt(DIM)
+            centre /= np.linalg.norm(centre)
+            spread = rng.uniform(0.2, 0.6)
+            for m in range(members):
+                v = centre + spread * rng.normal(size=DIM) / np.sqrt(DIM)
+                data[f"pair {p} side {side} member {m}"] = (2 * p + side, v)
+    return data
+
+
+def static_error_at_coverage(data, coverage: float) -> float:
+    """The false-hit rate of the static threshold that serves ``coverage`` of the
+    nearest-neighbour lookups (each text against all the others)."""
+    texts = list(data)
+    mat = np.stack([data[t][1] / np.linalg.norm(data[t][1]) for t in texts])
+    labels = np.array([data[t][0] for t in texts])
+    sims = mat @ mat.T
+    np.fill_diagonal(sims, -1)
+    nn = sims.argmax(axis=1)
+    best = sims.max(axis=1)
+    order = np.argsort(-best)[: max(1, int(coverage * len(texts)))]
+    return float(np.mean(labels[nn[order]] != labels[order]))
+
+
+def test_policy_serves_nothing_without_labels_and_learns_from_them():
+    policy = AdaptivePolicy(0.05, rng=random.Random(0), explore_rate=0.0)
+    assert policy.decide(0.99, [], policy.curve(None)) == ("verify", 1.0)
+    bins = 200
+    correct, wrong = [0.0] * bins, [0.0] * bins
+    correct[195] = 400.0  # verified right 400 times at 0.975
+    correct[150], wrong[150] = 50.0, 50.0  # right and wrong equally often at 0.75
+    curve = policy.curve((correct, wrong))
+    assert policy.decide(0.976, [], curve)[0] == "serve"
+    assert policy.decide(0.751, [], curve)[0] == "verify"  # 10% wrong at >= 0.75
+    # An entry shown wrong just below the score is not served there, whatever the prior.
+    assert policy.decide(0.976, [(0.975, False)], curve)[0] == "verify"
+    # An entry verified right many times is served below the global level.
+    many_right = [(0.70, True)] * 200
+    assert policy.decide(0.751, many_right, curve)[0] == "serve"
+    with pytest.raises(ValueError, match="max_error_rate"):
+        AdaptivePolicy(0.0)
+
+
+def test_measured_false_hit_rate_stays_under_the_bound(cluster):
+    bound = 0.05
+    data = make_clusters(seed=7)
+    texts = list(data)
+    cache = AdaptiveSemanticCache(
+        cluster,
+        lambda text: data[text][1],
+        max_error_rate=bound,
+        policy=AdaptivePolicy(bound, rng=random.Random(11)),
+        model="synthetic32",
+        lexical_guard=False,  # the generated texts differ only in numbers
+    )
+    rng = random.Random(5)
+    stream = [rng.choice(texts) for _ in range(1600)]
+    served = wrong = 0
+    held_out = len(stream) // 2
+    for i, text in enumerate(stream):
+        before = cache.metrics.snapshot()["semantic_hits"]
+        answer = cache.get_or_compute(text, lambda t=text: data[t][0])
+        if i >= held_out and cache.metrics.snapshot()["semantic_hits"] > before:
+            served += 1
+            wrong += answer != data[text][0]
+    snap = cache.metrics.snapshot()
+    assert snap["errors"] == 0
+    assert snap["verifications"] > 200  # it learned from verifying
+    assert served >= 40, f"served only {served} semantic hits in the held-out half"
+    rate = wrong / served
+    assert rate <= bound, f"{wrong}/{served} wrong = {rate:.3f} > {bound}"
+    # The data is not trivial: serving every nearest neighbour would break the bound.
+    assert static_error_at_coverage(data, 1.0) > bound
