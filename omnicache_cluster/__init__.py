@@ -27,6 +27,7 @@ from omnicache_cluster.errors import (
 )
 
 if TYPE_CHECKING:
+    from omnicache_cluster.actors._migration import MigrationOptions
     from omnicache_cluster.backends.async_memory import AsyncInMemoryBackend
     from omnicache_cluster.backends.disk import DiskBackend
     from omnicache_cluster.backends.memory import InMemoryBackend
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from omnicache_cluster.observability.otel import OpenTelemetryExporter
     from omnicache_cluster.observability.prometheus import PrometheusExporter
     from omnicache_cluster.observability.snapshot import ClusterMetrics
+    from omnicache_cluster.placement import ShardPlacement
     from omnicache_cluster.policies import InvalidationEngine, RequestConfig, TTLPolicy
     from omnicache_cluster.warmer import CacheWarmer, WarmReport
 
@@ -82,6 +84,7 @@ __all__ = [
     "L2Config",
     "L2Unavailable",
     "LLMMiddleware",
+    "MigrationOptions",
     "ModelPrice",
     "Moved",
     "MsgpackCodec",
@@ -101,6 +104,7 @@ __all__ = [
     "RetrievalCache",
     "RetrieverMiddleware",
     "Serializer",
+    "ShardPlacement",
     "ShardUnavailable",
     "StreamInterrupted",
     "StreamingResponseCache",
@@ -156,6 +160,8 @@ _LAZY = {
     "StreamingResponseCache": "omnicache_cluster.layers.streaming",
     "TTLPolicy": "omnicache_cluster.policies",
     "WarmReport": "omnicache_cluster.warmer",
+    "MigrationOptions": "omnicache_cluster.actors._migration",
+    "ShardPlacement": "omnicache_cluster.placement",
 }
 
 

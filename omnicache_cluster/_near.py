@@ -115,7 +115,9 @@ def near_get(client: CacheCluster, near: NearCache, skey: str) -> bytes | None:
     shard = ring.owner(skey)
     generation = near.generation(shard)
     data = client._raw_get(skey)
-    if data is not None:
+    # Not kept if the ring moved during the read: the value came from another shard
+    # than ``shard``, whose change log would never report it (a slot that moved away).
+    if data is not None and client._state.ring is ring:
         near.put(skey, data, shard, ring.slot(skey), (), generation)
     return data
 
@@ -129,7 +131,7 @@ async def anear_get(client: CacheCluster, near: NearCache, skey: str) -> bytes |
     shard = ring.owner(skey)
     generation = near.generation(shard)
     data = await client._araw_get(skey)
-    if data is not None:
+    if data is not None and client._state.ring is ring:  # see near_get
         near.put(skey, data, shard, ring.slot(skey), (), generation)
     return data
 

@@ -109,6 +109,10 @@ class _ClusterState:
         self.namespace = namespace
         self.ring: Ring | None = None
         self.handles: dict[str, Any] = {}
+        # Handles of the actors this process created, kept for the state's life apart
+        # from ``handles`` (which `forget` drops): Ray destroys a non-detached actor,
+        # even a named one restarting after a node died, once its creator holds none.
+        self.owned: list[Any] = []
         self.coordinator: Any = None
         self.cluster_id = ""
         self.lock = threading.Lock()

@@ -1,5 +1,5 @@
 """The ``omnicache-cluster`` command line: ``start``, ``status``, ``stats``, ``inspect``,
-``flush``, ``warm``, ``stop`` and ``demo``.
+``flush``, ``warm``, ``stop``, ``scale`` and ``demo``.
 
 It attaches to the running cluster by name (``--namespace``, the Ray namespace; and
 ``--address`` of the Ray cluster, the local one by default). The commands are the
@@ -53,6 +53,10 @@ def _run_command(args: argparse.Namespace) -> dict[str, Any]:
     cluster = connect(args.namespace, args.address)
     if args.command == "status":
         return cmd_status(cluster)
+    if args.command == "scale":
+        from omnicache_cluster._scale import cmd_scale
+
+        return cmd_scale(cluster, args.num_shards)
     if args.command == "stats":
         return cmd_stats(cluster, tenant=args.tenant)
     if args.command == "stop":
@@ -116,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", parents=[common], help="live counters per tenant and layer")
     stats.add_argument("--tenant", default=None, help="only this tenant's rows")
     sub.add_parser("stop", parents=[common], help="kill the cluster's actors")
+    scale = sub.add_parser("scale", parents=[common], help="add or remove shards, live")
+    scale.add_argument("num_shards", type=int, help="the shard count to reach")
     inspect = sub.add_parser("inspect", parents=[common], help="show one entry")
     inspect.add_argument("key", help="a stored key ns:tenant:layer:digest, or a user key")
     inspect.add_argument("--layer", default="default")
@@ -157,7 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(data, indent=2, default=str))
     else:
-        render(args.command, data)
+        if args.command == "scale":
+            from omnicache_cluster._scale import render_scale
+
+            print(render_scale(data))
+        else:
+            render(args.command, data)
     if args.command == "warm" and data["failed"]:
         return 2
     if args.command == "flush" and not data["confirmed"]:

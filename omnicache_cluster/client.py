@@ -34,12 +34,13 @@ from omnicache_cluster.core.sentinel import MISS
 from omnicache_cluster.errors import (
     CodecError,
     ConfigError,
-    Timeout,
     ValueTooLarge,
 )
 
 if TYPE_CHECKING:
+    from omnicache_cluster.actors._migration import MigrationOptions
     from omnicache_cluster.observability.metrics import ActorMetricsConfig
+    from omnicache_cluster.placement import ShardPlacement
 
 __all__ = ["CacheCluster", "ClientOptions"]
 
@@ -172,6 +173,10 @@ class CacheCluster:
         l2: L2Config | None = None,
         settings: OmnicacheSettings | None = None,
         metrics: bool | ActorMetricsConfig = True,
+        placement: str | ShardPlacement = "spread",
+        shard_resources: Mapping[str, Any] | None = None,
+        coordinator_options: Mapping[str, Any] | None = None,
+        semantic_options: Mapping[str, Any] | None = None,
     ) -> CacheCluster:
         """Create the coordinator and ``num_shards`` shard actors; return an admin client.
 
@@ -198,6 +203,15 @@ class CacheCluster:
                 client's key namespace and, unless ``l2`` is given, the L2.
             metrics: export the actors' metrics to Ray (``ray.util.metrics``), with
                 default settings (``True``), these (an `ActorMetricsConfig`), or not.
+            placement: ``"spread"`` (default), ``"strict_spread"`` (a placement group,
+                one node per shard) or ``"default"``; or a `ShardPlacement`. See
+                `omnicache_cluster.placement`.
+            shard_resources: ``num_cpus``, ``memory`` (bytes), ``resources`` and
+                ``label_selector`` of each shard.
+            coordinator_options: Ray options of the coordinator (e.g. a node type's
+                custom resource); the coordinator is detached unless
+                ``ShardPlacement.coordinator_detached`` is off.
+            semantic_options: Ray options of the semantic index actor.
 
         Raises:
             ValueError: a bad argument (names it).
@@ -233,11 +247,19 @@ class CacheCluster:
         if not isinstance(metrics, bool | ActorMetricsConfig):
             raise TypeError(f"metrics must be a bool or an ActorMetricsConfig, got {metrics!r}")
         mcfg = ActorMetricsConfig() if metrics is True else (metrics or None)
-        try:
-            ray.get_actor(COORDINATOR_NAME, namespace=namespace)
-        except ValueError:
-            pass
-        else:
+        from omnicache_cluster._scale import cluster_running
+        from omnicache_cluster.placement import ShardPlacement, group_name
+
+        spec = ShardPlacement.build(
+            placement,
+            shard_resources=shard_resources,
+            coordinator_options=coordinator_options,
+            semantic_options=semantic_options,
+            scheduling_strategy=scheduling_strategy,
+            shard_options=shard_options,
+            detached=detached,
+        )
+        if cluster_running(namespace):  # (a coordinator left without shards is stopped)
             raise ConfigError(
                 f"a cache cluster already runs in namespace {namespace!r}; "
                 f"use CacheCluster.connect(namespace={namespace!r})"
@@ -247,6 +269,8 @@ class CacheCluster:
             if not isinstance(quota, TenantQuota):
                 raise TypeError(f"quota of {tenant!r} must be a TenantQuota, got {quota!r}")
         drop_state(namespace)
+        group = spec.reserve(num_shards, group_name(namespace, "start"), detached=detached)
+        nodes = spec.spread_nodes(num_shards)
         cluster_id = uuid.uuid4().hex
         members = tuple(shard_name(i) for i in range(num_shards))
         shards = [
@@ -264,10 +288,9 @@ class CacheCluster:
                 1,
                 members,
                 detached=detached,
-                scheduling_strategy=scheduling_strategy,
-                **dict(shard_options or {}),
+                **spec.shard_ray_options(group, i, nodes[i]),
             )
-            for name in members
+            for i, name in enumerate(members)
         ]
         coord = coordinator_actor(
             CoordinatorConfig(
@@ -278,8 +301,10 @@ class CacheCluster:
                 cluster_id=cluster_id,
                 tenant_quotas=tuple((validate_part("tenant", t), q) for t, q in quotas.items()),
                 metrics=mcfg,
+                placement=spec,
             ),
-            detached=detached,
+            detached=detached or spec.coordinator_detached,
+            **spec.coordinator_ray_options(),
         )
         ray.get([s.ping.remote() for s in shards] + [coord.ping.remote()])
         if quotas:  # the shards enforce their share of each tenant's byte budget
@@ -293,6 +318,7 @@ class CacheCluster:
         state.coordinator = coord
         state.adopt(1, members, num_slots, cluster_id)
         state.handles.update(zip(members, shards, strict=True))
+        state.owned.extend([*shards, coord])
         return client
 
     @classmethod
@@ -349,6 +375,7 @@ class CacheCluster:
         handle = shard_actor(dataclasses.replace(template, name=name), 0, ())
         ray.get(handle.ping.remote())
         self._state.handles[name] = handle
+        self._state.owned.append(handle)
         ray.get(self._state.coordinator_handle().set_members.remote(members))
         self._state.refresh_ring(self._options)
         return name
@@ -380,6 +407,53 @@ class CacheCluster:
             _log.warning("remove_shard: %s could not flush its L2: %s", name, exc)
         ray.kill(handle, no_restart=True)
         self._state.forget(name)
+
+    def scale(
+        self,
+        num_shards: int,
+        *,
+        options: MigrationOptions | None = None,
+        timeout_s: float = 3600.0,
+    ) -> dict[str, Any]:
+        """Add or remove shards while traffic runs, moving live entries.
+
+        The coordinator creates (or stops) shards and moves every slot whose owner
+        changes from its old owner to its new one, streamed in batches; reads that
+        miss at the new owner meanwhile ask the old owner (then L2). No acknowledged
+        write is lost and no client reads a value older than one it already read,
+        with or without L2 (`omnicache_cluster.actors._migration`).
+
+        Args:
+            num_shards: the shard count to reach.
+            options: batch sizes and pacing of the stream (`MigrationOptions`).
+            timeout_s: how long to wait for the step.
+
+        Returns:
+            The step's report: ``epoch``, ``added``, ``removed``, ``slots_moved``,
+            ``entries_moved``, ``moved_share`` against ``ideal_share``, ``seconds``,
+            ``complete``...
+
+        Raises:
+            PermissionError: called on a tenant-scoped client.
+            ShardUnavailable: a shard could not be prepared (nothing changed).
+            Timeout: the step did not finish within ``timeout_s`` (it goes on).
+        """
+        _no_running_loop("scale")
+        from omnicache_cluster._scale import scale
+
+        return scale(self, num_shards, options=options, timeout_s=timeout_s)
+
+    async def ascale(
+        self,
+        num_shards: int,
+        *,
+        options: MigrationOptions | None = None,
+        timeout_s: float = 3600.0,
+    ) -> dict[str, Any]:
+        """Async `scale`."""
+        from omnicache_cluster._scale import ascale
+
+        return await ascale(self, num_shards, options=options, timeout_s=timeout_s)
 
     def _flush_l2(self, timeout_s: float = 10.0) -> None:
         """Have every shard write its dirty L2 entries (write-behind) before it stops."""
@@ -440,6 +514,9 @@ class CacheCluster:
                 ray.kill(ray.get_actor(name, namespace=self._namespace), no_restart=True)
             except ValueError:
                 continue
+        from omnicache_cluster.placement import remove_groups
+
+        remove_groups(self._namespace)
         drop_state(self._namespace)
         if stop_ray or (stop_ray is None and self._owns_ray):
             ray.shutdown()
@@ -601,8 +678,8 @@ class CacheCluster:
             timeout = self._options.call_timeout_s
             try:
                 reply = ray.get(handle.get.remote(skey), timeout=timeout)
-            except GetTimeoutError:
-                raise Timeout(f"shard {name} did not answer in {timeout}s") from None
+            except GetTimeoutError:  # (a dead node's shard): the slow path retries
+                reply = 0
             except RayActorError:  # restarting or gone: the slow path retries and reroutes
                 self._state.forget(name)
                 reply = 0
@@ -856,8 +933,8 @@ class CacheCluster:
             timeout = self._options.call_timeout_s
             try:
                 reply = await asyncio.wait_for(handle.get.remote(skey), timeout)
-            except TimeoutError:
-                raise Timeout(f"shard {name} did not answer in {timeout}s") from None
+            except TimeoutError:  # (a dead node's shard): the slow path retries
+                reply = 0
             except RayActorError:  # restarting or gone: the slow path retries and reroutes
                 self._state.forget(name)
                 reply = 0

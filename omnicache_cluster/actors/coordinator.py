@@ -25,11 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from omnicache_cluster.actors._migration import MigrationOptions
 from omnicache_cluster.core.quota import QuotaBook, TenantQuota
 from omnicache_cluster.core.ring import DEFAULT_SLOTS, Ring
 from omnicache_cluster.core.singleflight import LeaseTable, Outcome
 from omnicache_cluster.observability.cost import SavingsBook
 from omnicache_cluster.observability.metrics import ActorMetricsConfig, MetricsRecorder
+from omnicache_cluster.placement import ShardPlacement
 
 __all__ = ["CoordinatorActor", "CoordinatorConfig"]
 
@@ -52,6 +54,10 @@ class CoordinatorConfig:
     reap_interval_s: float = 0.1
     #: Export to Ray's metrics (``None``: off); see `omnicache_cluster.observability`.
     metrics: ActorMetricsConfig | None = field(default_factory=ActorMetricsConfig)
+    #: Where shards added by `scale` go (and the semantic index's Ray options).
+    placement: ShardPlacement | None = None
+    #: After a restart, how long to keep asking shards that do not answer yet.
+    recover_deadline_s: float = 60.0
 
 
 class CoordinatorActor:
@@ -71,6 +77,7 @@ class CoordinatorActor:
         self._metrics = MetricsRecorder.for_config(config.metrics, config.namespace, "coordinator")
         self._metrics_task: asyncio.Task[None] | None = None
         self._savings = SavingsBook(self._metrics.config.max_models)
+        self._started = time.time()
 
     @staticmethod
     def _was_restarted() -> bool:
@@ -97,25 +104,20 @@ class CoordinatorActor:
         async with self._get_lock():
             if self._recovered:
                 return
-            import ray
+            from omnicache_cluster.actors._rebalance import recovery_views, roll_forward
 
-            names = [
-                n for n in ray.util.list_named_actors() if n.startswith(self._config.shard_prefix)
-            ]
+            # Shards restarting (a node died with this coordinator) are asked again
+            # until the deadline; a step interrupted mid-flip is rolled forward.
+            cfg = self._config
+            views = await recovery_views(cfg.namespace, cfg.shard_prefix, cfg.recover_deadline_s)
             best: tuple[int, tuple[str, ...]] = (self._ring.epoch, self._ring.members)
             quotas: tuple[int, dict[str, TenantQuota]] = (self._quota_gen, self._quotas.quotas())
-            for name in names:
-                try:
-                    handle = ray.get_actor(name, namespace=self._config.namespace)
-                    view = await asyncio.wait_for(handle.ring_view.remote(), 10.0)
-                except Exception as exc:  # a dead shard cannot tell us anything
-                    _log.warning("ring recovery: shard %s did not answer: %s", name, exc)
-                    continue
-                epoch, members, generation, shard_quotas = view
-                if members and epoch > best[0]:
-                    best = (epoch, tuple(members))
-                if generation > quotas[0]:
-                    quotas = (generation, shard_quotas)
+            newest, sources, aborts = roll_forward(views)
+            if newest is not None and newest[0] > best[0]:
+                best = newest
+            for view in views.values():
+                if view["quota_gen"] > quotas[0]:
+                    quotas = (view["quota_gen"], view["quotas"])
             self._ring = Ring(best[1], best[0], self._config.num_slots)
             self._quota_gen = quotas[0]
             for tenant in set(self._quotas.quotas()) - set(quotas[1]):
@@ -124,6 +126,26 @@ class CoordinatorActor:
                 self._quotas.set(tenant, quota)
             self._recovered = True
             _log.info("coordinator recovered ring epoch %d with %d shards", *self._summary())
+            await self._roll_forward(views, sources, aborts)
+
+    async def _roll_forward(
+        self, views: dict[str, Any], sources: list[str], aborts: list[tuple[str, int]]
+    ) -> None:
+        """Push the recovered ring where it is not held yet (sources of a half-flipped
+        step first), and abort steps prepared but never flipped."""
+        import ray
+
+        for name, epoch in aborts:
+            try:
+                handle = ray.get_actor(name, namespace=self._config.namespace)
+                await asyncio.wait_for(handle.abort_migration.remote(epoch), 10.0)
+            except Exception as exc:  # its hold expires by itself
+                _log.warning("ring recovery: could not abort %s's step: %s", name, exc)
+        behind = {n for n, v in views.items() if v["epoch"] < self._ring.epoch}
+        if sources:
+            await self._push(self._ring, set(sources))
+        if behind or sources:
+            await self._push(self._ring, behind | set(self._ring.members))
 
     def _summary(self) -> tuple[int, int]:
         return self._ring.epoch, len(self._ring.members)
@@ -156,7 +178,9 @@ class CoordinatorActor:
         quotas, generation, n = self._quotas.quotas(), self._quota_gen, len(ring.members)
 
         async def push(name: str) -> None:
-            handle = ray.get_actor(name, namespace=self._config.namespace)
+            # A name lookup blocks on the control store: not on this event loop, where
+            # clients refreshing their ring (right after a flip) wait for get_ring.
+            handle = await asyncio.to_thread(ray.get_actor, name, namespace=self._config.namespace)
             timeout = self._config.call_timeout_s
             await asyncio.wait_for(handle.set_ring.remote(ring.epoch, ring.members), timeout)
             await asyncio.wait_for(handle.set_tenant_quotas.remote(generation, quotas, n), timeout)
@@ -165,6 +189,41 @@ class CoordinatorActor:
         for name, result in zip(sorted(names), results, strict=True):
             if isinstance(result, BaseException):
                 _log.warning("could not push ring epoch %d to %s: %s", ring.epoch, name, result)
+
+    async def scale(
+        self,
+        num_shards: int,
+        options: MigrationOptions | None = None,
+        wait_timeout_s: float = 600.0,
+    ) -> dict[str, Any]:
+        """Add or remove shards while traffic runs, moving the entries of every slot
+        that changes owner (`omnicache_cluster.actors._rebalance`); return the report.
+
+        Raises:
+            ValueError: ``num_shards`` is not a positive int.
+            ShardUnavailable: a shard could not be prepared (nothing changed).
+        """
+        from omnicache_cluster.actors._rebalance import Rebalancer
+
+        await self._recover()
+        async with self._get_lock():
+            rebalancer = Rebalancer(
+                self._config.namespace,
+                self._config.shard_prefix,
+                self._config.placement or ShardPlacement(),
+                lambda: self._ring,
+                self._adopt_ring,
+                self._push,
+                self._config.call_timeout_s,
+            )
+            return await rebalancer.scale(num_shards, options or MigrationOptions(), wait_timeout_s)
+
+    def _adopt_ring(self, ring: Ring) -> None:
+        self._ring = ring
+
+    async def placement(self) -> ShardPlacement | None:
+        """Return the cluster's placement (the semantic index reads its options here)."""
+        return self._config.placement
 
     async def shard_view(self) -> tuple[int, tuple[str, ...], int, dict[str, TenantQuota]]:
         """Return what a (re)starting shard needs: epoch, members, quota generation, quotas."""
@@ -280,6 +339,7 @@ class CoordinatorActor:
             "members": list(self._ring.members),
             "num_slots": self._ring.num_slots,
             "slot_counts": self._ring.slot_counts(),
+            "uptime_s": time.time() - self._started,
         }
 
     async def ping(self) -> str:

@@ -85,10 +85,13 @@ def semantic_index_actor(config: Any, **options: Any) -> ray.actor.ActorHandle:
 
     Detached, so it outlives the task that happened to create it first;
     `CacheCluster.shutdown` kills it. ``get_if_exists`` makes concurrent creators
-    (two workers' first semantic lookups) get the same actor.
+    (two workers' first semantic lookups) get the same actor. Placed by the cluster's
+    ``semantic_options`` (`omnicache_cluster.placement`) unless ``options`` say otherwise.
     """
     from omnicache_cluster.actors.semantic import SemanticIndexActor
+    from omnicache_cluster.placement import semantic_options
 
+    options = {**semantic_options(config.namespace), **options}
     cls = ray.remote(**_options(SEMANTIC_INDEX_NAME, config.namespace, True, **options))(
         SemanticIndexActor
     )

@@ -27,6 +27,7 @@ import numpy as np
 
 from omnicache_cluster.actors._l2 import ShardL2
 from omnicache_cluster.actors._leases import ShardLeases
+from omnicache_cluster.actors._migration import ShardMigration
 from omnicache_cluster.backends.base import Record
 from omnicache_cluster.config import L2Config
 from omnicache_cluster.core.nearcache import ChangeLog
@@ -82,9 +83,10 @@ def _layer_dicts(counts: dict[str, list[int]]) -> dict[str, dict[str, int]]:
     return {layer: dict(zip(names, c, strict=True)) for layer, c in counts.items()}
 
 
-class ShardActor(ShardLeases):
+class ShardActor(ShardLeases, ShardMigration):
     """One shard of the cache: an `LRUStore` plus slot ownership under a ring epoch,
-    and the single-flight leases of its keys (`ShardLeases`)."""
+    the single-flight leases of its keys (`ShardLeases`) and live slot migration
+    (`ShardMigration`)."""
 
     def __init__(self, config: ShardConfig, epoch: int = 0, members: Sequence[str] = ()) -> None:
         self._config = config
@@ -111,6 +113,7 @@ class ShardActor(ShardLeases):
         self._quota_gen = 0
         self._quotas: dict[str, TenantQuota] = {}
         self._init_leases()
+        self._init_migration()
         self._started = time.time()
         if epoch and members:
             self._apply_ring(epoch, tuple(members))
@@ -145,8 +148,9 @@ class ShardActor(ShardLeases):
         """Adopt ring ``epoch`` if it is newer than ours; return the epoch now held."""
         self._apply_ring(int(epoch), tuple(members))
         self._stale = False
+        self._migration_on_ring()  # a prepared migration starts moving slots now
         if self._l2 is not None:  # lost slots: their new owner reads them through from L2
-            self._store.clear(lambda key, _entry: not self._owns(key))
+            self._store.clear(lambda key, _entry: not self._owns(key) and not self._keeps(key))
         return self._epoch
 
     async def ring_view(self) -> tuple[int, tuple[str, ...], int, dict[str, TenantQuota]]:
@@ -180,6 +184,8 @@ class ShardActor(ShardLeases):
 
     async def _ready(self) -> None:
         self._requests += 1
+        if self._hold is not None:  # slots are about to move in: wait for the flip
+            await self._wait_hold()
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
             self._metrics_task = start_exporter(self._metrics, self._stats_now, shard_samples)
@@ -234,7 +240,7 @@ class ShardActor(ShardLeases):
         if not self._owned[key_hash(key) % self._num_slots]:
             return self._epoch
         value = self._store.get(key)
-        if value is None and self._l2 is not None:
+        if value is None and (self._l2 is not None or self._importing):
             value = (await self._read_through([key]))[0]
         self._count(key, 0 if value is not None else 1)
         return value
@@ -242,11 +248,18 @@ class ShardActor(ShardLeases):
     async def _lookup(self, key: str) -> bytes | None:
         """Return the value of an owned key from L1, else from L2 (no counting)."""
         value = self._store.get(key)
-        if value is None and self._l2 is not None:
+        if value is None and (self._l2 is not None or self._importing):
             value = (await self._read_through([key]))[0]
         return value
 
     async def _read_through(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Read L1 misses: keys of slots still moving in from their old owner first
+        (`omnicache_cluster.actors._migration`), the others from L2."""
+        if self._importing:
+            return await self._read_importing(keys, self._l2_read_through)
+        return await self._l2_read_through(keys)
+
+    async def _l2_read_through(self, keys: Sequence[str]) -> list[bytes | None]:
         """Read L1 misses from L2 and fill L1 with what is found (unless a write of
         the key raced the read: then L1 already holds something newer)."""
         if self._l2 is None:
@@ -276,7 +289,7 @@ class ShardActor(ShardLeases):
         values: list[bytes | None] = [
             None if i in skip else store.get(k) for i, k in enumerate(keys)
         ]
-        if self._l2 is not None:
+        if self._l2 is not None or self._importing:
             todo = [i for i, v in enumerate(values) if v is None and i not in skip]
             if todo:
                 found = await self._read_through([keys[i] for i in todo])
@@ -298,6 +311,7 @@ class ShardActor(ShardLeases):
         await self._ready()
         moved = self._moved([item[0] for item in items])
         skip = set(moved)
+        self._touch_importing(item[0] for item in items)  # newer than what moves in
         errors: list[tuple[int, int, int]] = []
         durable: list[tuple[str, Record]] = []
         now = time.time()
@@ -328,6 +342,7 @@ class ShardActor(ShardLeases):
         skip = set(moved)
         existed = [False if i in skip else self._store.delete(k) for i, k in enumerate(keys)]
         mine = [i for i in range(len(keys)) if i not in skip]
+        await self._delete_importing(keys, mine, existed)
         if self._l2 is not None and mine:
             in_l2 = await self._l2.delete([keys[i] for i in mine])
             for i, there in zip(mine, in_l2, strict=True):
@@ -340,6 +355,7 @@ class ShardActor(ShardLeases):
         moved = self._moved(keys)
         skip = set(moved)
         present = [False if i in skip else k in self._store for i, k in enumerate(keys)]
+        await self._exists_importing(keys, present, skip)
         todo = [i for i, p in enumerate(present) if not p and i not in skip]
         if self._l2 is not None and todo:
             in_l2 = await self._l2.exists([keys[i] for i in todo])
@@ -350,6 +366,7 @@ class ShardActor(ShardLeases):
     async def invalidate_tags(self, tags: Sequence[str]) -> int:
         """Remove every entry carrying any of ``tags``; return how many were removed."""
         await self._ready()
+        await self._forward_invalidation(tags, None)  # to the targets of slots moving out
         if self._l2 is None:
             return sum(len(self._store.invalidate_tag(tag)) for tag in tags)
         removed = {key for tag in tags for key in self._store.invalidate_tag(tag)}
@@ -359,6 +376,7 @@ class ShardActor(ShardLeases):
     async def clear(self, prefix: str | None = None) -> int:
         """Remove every entry, or those whose key starts with ``prefix``."""
         await self._ready()
+        await self._forward_invalidation(None, prefix)  # to the targets of slots moving out
         if self._l2 is not None:
             keys = list(self._store.keys())
             local = {k for k in keys if prefix is None or k.startswith(prefix)}
@@ -416,6 +434,7 @@ class ShardActor(ShardLeases):
             "change_seq": self._changes.seq,
             "uptime_s": time.time() - self._started,
             **(self._l2.stats() if self._l2 is not None else {}),
+            **self._migration_stats(),
         }
 
     async def describe(self, key: str) -> dict[str, Any] | int | None:
