@@ -171,15 +171,19 @@ def test_the_coordinator_recovers_the_ring_after_its_restart(ray_session, fresh_
     cluster = fresh_cluster(num_shards=2)
     cluster.add_shard()
     coordinator = cluster._state.coordinator_handle()
+    killed_at = time.monotonic()
     ray.kill(coordinator, no_restart=False)
-    deadline = time.monotonic() + 60
-    while True:
+    deadline = killed_at + 60
+    while True:  # ask until the new incarnation (younger than the kill) answers
         try:
-            epoch, members, *_ = ray.get(coordinator.get_ring.remote(), timeout=5)
-            break
+            info = ray.get(coordinator.info.remote(), timeout=5)
+            if info["uptime_s"] < time.monotonic() - killed_at + 0.5:
+                epoch, members = info["epoch"], info["members"]
+                break
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            assert time.monotonic() < deadline, "the coordinator did not come back"
-            time.sleep(0.1)
+            pass
+        assert time.monotonic() < deadline, "the coordinator did not come back"
+        time.sleep(0.1)
     assert epoch == 2  # not the epoch 1 its constructor was given
     assert len(members) == 3
     cluster.set("after", 1)
