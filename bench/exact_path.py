@@ -160,19 +160,39 @@ def machine_info() -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "exact_path.json",
-                   help="where to write the results (default: %(default)s)")
-    p.add_argument("--n", type=int, default=3000,
-                   help="timed single-key ops per system (default: %(default)s)")
-    p.add_argument("--batch-n", type=int, default=None,
-                   help="timed 100-key batch ops per system (default: n // 5)")
-    p.add_argument("--warmup", type=int, default=300,
-                   help="untimed ops per system before timing (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="interleaved rounds the timed ops are split into (default: %(default)s)")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "bench" / "results" / "exact_path.json",
+        help="where to write the results (default: %(default)s)",
+    )
+    p.add_argument(
+        "--n", type=int, default=3000, help="timed single-key ops per system (default: %(default)s)"
+    )
+    p.add_argument(
+        "--batch-n",
+        type=int,
+        default=None,
+        help="timed 100-key batch ops per system (default: n // 5)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=300,
+        help="untimed ops per system before timing (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds the timed ops are split into (default: %(default)s)",
+    )
     p.add_argument("--shards", type=int, default=2, help="cluster shards (default: %(default)s)")
-    p.add_argument("--no-redis", action="store_true",
-                   help="skip redis (e.g. when no redis-server binary is available)")
+    p.add_argument(
+        "--no-redis",
+        action="store_true",
+        help="skip redis (e.g. when no redis-server binary is available)",
+    )
     args = p.parse_args(argv)
     if args.n < 10 or args.shards < 1 or args.rounds < 1 or args.warmup < 0:
         p.error("need --n >= 10, --shards >= 1, --rounds >= 1, --warmup >= 0")
@@ -183,8 +203,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _check(label: str, got: Any, want: Any) -> None:
     if got != want:
-        raise RuntimeError(f"{label}: wrong value read back ({type(got).__name__}, "
-                           f"{len(got) if isinstance(got, bytes | list) else got!r})")
+        raise RuntimeError(
+            f"{label}: wrong value read back ({type(got).__name__}, "
+            f"{len(got) if isinstance(got, bytes | list) else got!r})"
+        )
 
 
 def build_benches(
@@ -258,14 +280,24 @@ def build_benches(
     _check("sync actor", ray.get(sync_actor.get.remote(keys[0])), value)
     _check("async actor", ray.get(async_actor.get.remote(keys[0])), value)
 
-    singles.append(Bench("ray actor (sync) — floor",
-                         lambda i: ray.get(sync_actor.get.remote(keys[i % NUM_KEYS]))))
-    singles.append(Bench("ray actor (async) — floor",
-                         lambda i: ray.get(async_actor.get.remote(keys[i % NUM_KEYS]))))
+    singles.append(
+        Bench(
+            "ray actor (sync) — floor", lambda i: ray.get(sync_actor.get.remote(keys[i % NUM_KEYS]))
+        )
+    )
+    singles.append(
+        Bench(
+            "ray actor (async) — floor",
+            lambda i: ray.get(async_actor.get.remote(keys[i % NUM_KEYS])),
+        )
+    )
     # Diagnostic: the cluster's fast path passes a timeout to ray.get.
-    singles.append(Bench("ray actor (async) + get timeout",
-                         lambda i: ray.get(async_actor.get.remote(keys[i % NUM_KEYS]),
-                                           timeout=10.0)))
+    singles.append(
+        Bench(
+            "ray actor (async) + get timeout",
+            lambda i: ray.get(async_actor.get.remote(keys[i % NUM_KEYS]), timeout=10.0),
+        )
+    )
     # The batch floor in the cluster's shape: one concurrent call per shard, each with
     # its share of the keys (contiguous chunks; the ring splits about as evenly).
     step = -(-BATCH // len(async_actors))
@@ -276,9 +308,13 @@ def build_benches(
         return ray.get([a.get_many.remote(p) for a, p in zip(async_actors, parts, strict=False)])
 
     batches.append(Bench(FANOUT_FLOOR.format(s=len(async_actors), k=step), fanout, keys=BATCH))
-    batches.append(Bench(f"ray actor (async) get_many({BATCH}) 1 call",
-                         lambda i: ray.get(async_actor.get_many.remote(windows[i % len(windows)])),
-                         keys=BATCH))
+    batches.append(
+        Bench(
+            f"ray actor (async) get_many({BATCH}) 1 call",
+            lambda i: ray.get(async_actor.get_many.remote(windows[i % len(windows)])),
+            keys=BATCH,
+        )
+    )
 
     # -- the cluster ops ---------------------------------------------------------------
     for s in range(0, NUM_KEYS, 250):
@@ -289,16 +325,21 @@ def build_benches(
     set_keys = [f"set-k{i}" for i in range(NUM_KEYS)]
     singles.append(Bench("cluster get (hit)", lambda i: c_get(keys[i % NUM_KEYS])))
     singles.append(Bench("cluster set", lambda i: c_set(set_keys[i % NUM_KEYS], value)))
-    batches.append(Bench(f"cluster get_many({BATCH})",
-                         lambda i: c_get_many(windows[i % len(windows)]), keys=BATCH))
+    batches.append(
+        Bench(
+            f"cluster get_many({BATCH})",
+            lambda i: c_get_many(windows[i % len(windows)]),
+            keys=BATCH,
+        )
+    )
     for s in range(0, NUM_KEYS, 250):
         quiet.set_many(dict.fromkeys(keys[s : s + 250], value))
     _check("cluster get (metrics off)", quiet.get(keys[0]), value)
     q_get, q_set = quiet.get, quiet.set
-    singles.append(Bench(METRICS_OFF.format(op="get (hit)"),
-                         lambda i: q_get(keys[i % NUM_KEYS])))
-    singles.append(Bench(METRICS_OFF.format(op="set"),
-                         lambda i: q_set(set_keys[i % NUM_KEYS], value)))
+    singles.append(Bench(METRICS_OFF.format(op="get (hit)"), lambda i: q_get(keys[i % NUM_KEYS])))
+    singles.append(
+        Bench(METRICS_OFF.format(op="set"), lambda i: q_set(set_keys[i % NUM_KEYS], value))
+    )
 
     # -- redis ---------------------------------------------------------------------------
     if redis_port is not None:
@@ -319,8 +360,11 @@ def build_benches(
         _check("redis MGET", r_mget(windows[0]), [value] * BATCH)
         _check("redis pipeline", pipelined(0), [value] * BATCH)
         singles.append(Bench("redis-py GET (hit)", lambda i: r_get(keys[i % NUM_KEYS])))
-        batches.append(Bench(f"redis-py MGET({BATCH})",
-                             lambda i: r_mget(windows[i % len(windows)]), keys=BATCH))
+        batches.append(
+            Bench(
+                f"redis-py MGET({BATCH})", lambda i: r_mget(windows[i % len(windows)]), keys=BATCH
+            )
+        )
         batches.append(Bench(f"redis-py pipeline GET x{BATCH}", pipelined, keys=BATCH))
         singles.extend(durable_set_benches(value, shards, redis_port, set_keys, cleanup))
     return singles, batches
@@ -371,15 +415,19 @@ def measure(benches: list[Bench], n: int, warmup: int, rounds: int) -> None:
 
 
 def print_table(results: dict[str, dict[str, Any]]) -> None:
-    head = (f"{'operation':<{NAME_W}} {'n':>6} {'p50 µs':>10} {'p99 µs':>10} {'mean µs':>10} "
-            f"{'ops/s':>10} {'µs/key p50':>11} {'keys/s':>11}")
+    head = (
+        f"{'operation':<{NAME_W}} {'n':>6} {'p50 µs':>10} {'p99 µs':>10} {'mean µs':>10} "
+        f"{'ops/s':>10} {'µs/key p50':>11} {'keys/s':>11}"
+    )
     print(head)
     print("-" * len(head))
     for name, row in results.items():
         per_key = f"{row['per_key_p50_us']:11.2f}" if "per_key_p50_us" in row else " " * 11
         keys_s = f"{row['keys_per_s']:11,.0f}" if "keys_per_s" in row else " " * 11
-        print(f"{name:<{NAME_W}} {row['n']:>6} {row['p50_us']:10.2f} {row['p99_us']:10.2f} "
-              f"{row['mean_us']:10.2f} {row['ops_per_s']:10,.0f} {per_key} {keys_s}")
+        print(
+            f"{name:<{NAME_W}} {row['n']:>6} {row['p50_us']:10.2f} {row['p99_us']:10.2f} "
+            f"{row['mean_us']:10.2f} {row['ops_per_s']:10,.0f} {per_key} {keys_s}"
+        )
 
 
 def compute_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -388,29 +436,36 @@ def compute_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
     many = results[f"cluster get_many({BATCH})"]
     ratios: dict[str, dict[str, Any]] = {
         "cluster get p50 / ray actor (sync) p50": {
-            "value": get["p50_us"] / results["ray actor (sync) — floor"]["p50_us"]},
+            "value": get["p50_us"] / results["ray actor (sync) — floor"]["p50_us"]
+        },
         "cluster get p50 / ray actor (async) p50": {
             "value": get["p50_us"] / results["ray actor (async) — floor"]["p50_us"],
-            "target_max": TARGET_ASYNC_RATIO},
+            "target_max": TARGET_ASYNC_RATIO,
+        },
         f"cluster get_many({BATCH}) per-key p50 / cluster get p50": {
             "value": many["per_key_p50_us"] / get["p50_us"],
             "target_max": TARGET_BATCH_RATIO,
-            "mean_based": many["per_key_mean_us"] / get["mean_us"]},
+            "mean_based": many["per_key_mean_us"] / get["mean_us"],
+        },
         f"cluster get_many({BATCH}) p50 / its fan-out floor p50": {
-            "value": many["p50_us"] / next(
-                row["p50_us"] for name, row in results.items() if name.endswith("keys — floor"))},
+            "value": many["p50_us"]
+            / next(row["p50_us"] for name, row in results.items() if name.endswith("keys — floor"))
+        },
     }
     for op in ("get (hit)", "set"):
         on, off = results[f"cluster {op}"], results[METRICS_OFF.format(op=op)]
         ratios[f"cluster {op} p50, metrics on / off"] = {
             "value": on["p50_us"] / off["p50_us"],
             "mean_based": on["mean_us"] / off["mean_us"],
-            "p99_based": on["p99_us"] / off["p99_us"]}
+            "p99_based": on["p99_us"] / off["p99_us"],
+        }
     if "redis-py GET (hit)" in results:
         ratios["cluster get p50 / redis-py GET p50"] = {
-            "value": get["p50_us"] / results["redis-py GET (hit)"]["p50_us"]}
+            "value": get["p50_us"] / results["redis-py GET (hit)"]["p50_us"]
+        }
         ratios[f"cluster get_many({BATCH}) per-key p50 / redis-py MGET({BATCH}) per-key p50"] = {
-            "value": many["per_key_p50_us"] / results[f"redis-py MGET({BATCH})"]["per_key_p50_us"]}
+            "value": many["per_key_p50_us"] / results[f"redis-py MGET({BATCH})"]["per_key_p50_us"]
+        }
     memory_set = results["cluster set"]["ops_per_s"]
     for mode, name in L2_SETS.items():
         if name in results:
@@ -479,13 +534,23 @@ def main(argv: list[str] | None = None) -> int:
             "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "machine": machine,
             "config": {
-                "n": args.n, "batch_n": args.batch_n, "warmup": args.warmup,
-                "rounds": args.rounds, "shards": args.shards, "namespace": NAMESPACE,
-                "value_bytes": VALUE_BYTES, "value": "os.urandom (incompressible)",
-                "distinct_keys": NUM_KEYS, "batch_keys": BATCH, "redis": redis_port is not None,
+                "n": args.n,
+                "batch_n": args.batch_n,
+                "warmup": args.warmup,
+                "rounds": args.rounds,
+                "shards": args.shards,
+                "namespace": NAMESPACE,
+                "value_bytes": VALUE_BYTES,
+                "value": "os.urandom (incompressible)",
+                "distinct_keys": NUM_KEYS,
+                "batch_keys": BATCH,
+                "redis": redis_port is not None,
                 "ray_init": {"num_cpus": 2, "include_dashboard": False},
-                "metrics": {"on": NAMESPACE, "off": NAMESPACE_OFF,
-                            "interval_s": ActorMetricsConfig().interval_s},
+                "metrics": {
+                    "on": NAMESPACE,
+                    "off": NAMESPACE_OFF,
+                    "interval_s": ActorMetricsConfig().interval_s,
+                },
             },
             "timer_overhead_ns": overhead,
             "results": results,
