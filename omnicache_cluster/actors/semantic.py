@@ -231,13 +231,16 @@ class SemanticIndexActor:
         if len(keys) != mat.shape[0]:
             raise ValueError(f"{len(keys)} keys but {mat.shape[0]} vectors")
         expires = None if ttl is None else self._clock() + float(ttl)
-        index = self._index_for(sc, mat.shape[1])
+        self._index_for(sc, mat.shape[1])  # a wrong dimension fails before the write
         if self._config.qdrant is not None:
             records = [
                 VectorRecord(k, mat[i], sc, expires, texts[i] if texts else None)
                 for i, k in enumerate(keys)
             ]
             await asyncio.to_thread(self._durable().upsert, records)
+        # Fetched again after the await: meanwhile the sweeper may have dropped the
+        # (still empty) index of a new scope, and adding to that one would lose these.
+        index = self._index_for(sc, mat.shape[1])
         index.add_many(list(keys), mat, expires_at=[expires] * len(keys), texts=texts)
         obs = self._obs.get(sc)
         if obs:
