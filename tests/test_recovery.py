@@ -13,7 +13,7 @@ import time
 import pytest
 import redis
 
-from omnicache_cluster import MISS, CacheCluster, L2Config, OmnicacheSettings
+from omnicache_cluster import MISS, CacheCluster, L2Config, OmnicacheSettings, TenantQuota
 from omnicache_cluster.backends.base import Record, encode_record
 from omnicache_cluster.core.codec import Serializer
 from omnicache_cluster.testing import RedisServer
@@ -170,6 +170,8 @@ def test_the_coordinator_recovers_the_ring_after_its_restart(ray_session, fresh_
     ray = ray_session
     cluster = fresh_cluster(num_shards=2)
     cluster.add_shard()
+    quota = TenantQuota(max_bytes=50_000, computes_per_minute=30, policy="raise")
+    cluster.set_tenant_quota("acme", quota)  # a runtime change, not in the constructor
     coordinator = cluster._state.coordinator_handle()
     killed_at = time.monotonic()
     ray.kill(coordinator, no_restart=False)
@@ -186,6 +188,7 @@ def test_the_coordinator_recovers_the_ring_after_its_restart(ray_session, fresh_
         time.sleep(0.1)
     assert epoch == 2  # not the epoch 1 its constructor was given
     assert len(members) == 3
+    assert cluster.tenant_quota("acme") == quota  # recovered from the shards' copies
     cluster.set("after", 1)
     assert cluster.get("after") == 1
 
