@@ -110,12 +110,14 @@ REDIS_PIPE = f"redis-py pipelined x{PIPELINE}"
 BARE = "bare ray actor (async) — floor"
 BARE_BATCH = f"bare ray actor get_many({BATCH}) — floor"
 CLUSTER = "cluster sync (batching=False)"
+CLUSTER_RAY = "cluster sync via Ray calls (fast_path=False)"
 CLUSTER_NEAR = "cluster sync + near-cache"
 CLUSTER_ASYNC = f"cluster async batching, {INFLIGHT} in flight"
 CLUSTER_BATCH = f"cluster get_many({BATCH})"
 T_REDIS = f"trace: redis.asyncio, {INFLIGHT} in flight"
 T_CLUSTER = f"trace: cluster async batching, {INFLIGHT} in flight"
 T_CLUSTER_NEAR = f"trace: cluster batching + near, {INFLIGHT} in flight"
+T_CLUSTER_NEAR_RAY = f"trace: same via Ray calls (fast_path=False), {INFLIGHT} in flight"
 NAME_W = 44
 
 
@@ -868,6 +870,10 @@ def compute_ratios(
             None,
             "min",
         )
+    if CLUSTER_RAY in rows and BARE in rows:
+        ratios["cluster single-key get p50 via Ray calls / bare actor get p50"] = ratio(
+            rows[CLUSTER_RAY]["get_p50_us"] / rows[BARE]["get_p50_us"], None, "max"
+        )
     if CLUSTER_BATCH in rows and BARE_BATCH in rows:
         ratios[f"cluster get_many({BATCH}) keys/s / bare actor batches keys/s"] = ratio(
             rows[CLUSTER_BATCH]["ops_per_s_window_median"]
@@ -876,7 +882,7 @@ def compute_ratios(
             "min",
         )
     if REDIS in rows:
-        for name in (CLUSTER, CLUSTER_NEAR, CLUSTER_ASYNC):
+        for name in (CLUSTER, CLUSTER_RAY, CLUSTER_NEAR, CLUSTER_ASYNC):
             if name in rows:
                 ratios[f"mixed: {name} ops/s / redis-py ops/s"] = ratio(
                     rows[name]["ops_per_s_window_median"] / rows[REDIS]["ops_per_s_window_median"],
@@ -885,7 +891,7 @@ def compute_ratios(
                 )
     if T_REDIS in trows:
         red = trows[T_REDIS]["requests_per_s"]
-        for name in (T_CLUSTER, T_CLUSTER_NEAR):
+        for name in (T_CLUSTER, T_CLUSTER_NEAR, T_CLUSTER_NEAR_RAY):
             if name in trows:
                 ratios[f"{name} req/s / redis.asyncio req/s"] = ratio(
                     trows[name]["requests_per_s"] / red, TARGET_TRACE_VS_REDIS, "min"
@@ -945,6 +951,7 @@ def run_default(args: argparse.Namespace, cfg: dict[str, Any], report: dict[str,
         sync_client = cluster.with_options(batching=False)
         near_client = cluster.with_options(batching=False, near_cache=near_opts)
         async_client = cluster.with_options(batching=True)
+        ray_client = cluster.with_options(batching=False, fast_path=False)
         base = {"cfg": cfg, "seconds": args.seconds, "redis_port": redis_port}
         specs: list[dict[str, Any]] = []
         if redis_port is not None:
@@ -962,6 +969,7 @@ def run_default(args: argparse.Namespace, cfg: dict[str, Any], report: dict[str,
                 "actors": actors,
             },
             {"system": CLUSTER, "kind": "sync", "client": sync_client},
+            {"system": CLUSTER_RAY, "kind": "sync", "client": ray_client},
             {
                 "system": CLUSTER_BATCH,
                 "kind": "chunk",
@@ -1023,6 +1031,11 @@ def run_default(args: argparse.Namespace, cfg: dict[str, Any], report: dict[str,
         tspecs += [
             {"system": T_CLUSTER, "client": trace_client},
             {"system": T_CLUSTER_NEAR, "client": trace_near, "near": True},
+            {
+                "system": T_CLUSTER_NEAR_RAY,
+                "client": trace_near.with_options(fast_path=False),
+                "near": True,
+            },
         ]
         tspecs = [sp for sp in tspecs if selected(args, sp["system"])]
         t = time.perf_counter()

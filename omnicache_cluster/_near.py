@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from omnicache_cluster.core.nearcache import NearCache, NearCacheOptions
+from omnicache_cluster.core.wire import WireError
 
 if TYPE_CHECKING:
     from omnicache_cluster._routing import _ClusterState
@@ -25,6 +26,9 @@ _log = logging.getLogger(__name__)
 
 #: A near-cache not read for this long stops polling and is dropped.
 IDLE_S = 60.0
+
+# Its own generator: drawing from the global one would disturb the user's seeded runs.
+_JITTER = random.Random()
 
 
 class NearPoller:
@@ -55,20 +59,32 @@ class NearPoller:
         """Poll every shard once and apply the replies (also used for read-your-writes)."""
         import ray
 
-        ring = self._state.current_ring(self._opts)
+        state = self._state
+        ring = state.current_ring(self._opts)
+        bound = self._near.options.staleness_s
         calls = []
         for name in ring.members:
             seen = self._near.last_seq(name)
             try:
-                handle = self._state.handle_of(name)
+                handle = state.handle_of(name)
             except ValueError:
                 continue
+            endpoint = state.endpoint_of(name, handle, self._opts)
             issued = time.monotonic()
-            calls.append((name, issued, seen, handle.changes_since.remote(seen[1] if seen else 0)))
-        bound = self._near.options.staleness_s
+            since = seen[1] if seen else 0
+            if endpoint is not None:  # the direct port: the reply is here already
+                try:
+                    reply = endpoint.call("changes_since", since, bound)
+                except (WireError, TimeoutError) as exc:
+                    state.wire_failed(name, exc)
+                    continue
+                calls.append((name, issued, seen, reply))
+            else:
+                calls.append((name, issued, seen, handle.changes_since.remote(since)))
         for name, issued, seen, ref in calls:
             try:
-                incarnation, seq, slots = ray.get(ref, timeout=bound)
+                reply = ref if isinstance(ref, list) else ray.get(ref, timeout=bound)
+                incarnation, seq, slots = reply
             except Exception as exc:  # not fresh until a later poll succeeds
                 _log.debug("near-cache poll of %s failed: %s", name, exc)
                 continue
@@ -87,7 +103,7 @@ class NearPoller:
             except Exception as exc:  # keep polling: the bound protects readers meanwhile
                 _log.debug("near-cache poll failed: %s", exc)
             # Randomised so that many processes do not poll in step.
-            self._stop.wait(interval * random.uniform(0.8, 1.2))
+            self._stop.wait(interval * _JITTER.uniform(0.8, 1.2))
 
 
 def near_for(client: CacheCluster, layer: str) -> NearCache | None:
@@ -111,6 +127,11 @@ def near_get(client: CacheCluster, near: NearCache, skey: str) -> bytes | None:
     data = near.get(skey)
     if data is not None:
         return data
+    return near_fetch(client, near, skey)
+
+
+def near_fetch(client: CacheCluster, near: NearCache, skey: str) -> bytes | None:
+    """The remote get of a near miss, keeping what it reads near."""
     ring = client._state.current_ring(client._options)
     shard = ring.owner(skey)
     generation = near.generation(shard)
@@ -127,6 +148,11 @@ async def anear_get(client: CacheCluster, near: NearCache, skey: str) -> bytes |
     data = near.get(skey)
     if data is not None:
         return data
+    return await anear_fetch(client, near, skey)
+
+
+async def anear_fetch(client: CacheCluster, near: NearCache, skey: str) -> bytes | None:
+    """Async `near_fetch`."""
     ring = await client._state.acurrent_ring(client._options)
     shard = ring.owner(skey)
     generation = near.generation(shard)

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from omnicache_cluster.core import wire
 from omnicache_cluster.core.ring import Ring
 from omnicache_cluster.errors import Moved, ShardUnavailable, Timeout
 
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 _log = logging.getLogger(__name__)
+
+#: How long a shard whose direct port failed is reached through Ray calls only.
+WIRE_BACKOFF_S = 30.0
+_ASK = object()  # no endpoint known yet: ask the shard
 
 
 class _Batch:
@@ -119,13 +124,102 @@ class _ClusterState:
         self.near: Any = None  # NearCache, created by the first client that uses one
         self.near_poller: Any = None
         self.thread_batcher: Any = None
+        # Direct ports (`omnicache_cluster.core.wire`): shard -> Endpoint, or None where
+        # the shard has none; and when a shard whose port failed may be tried again.
+        self.endpoints: dict[str, Any] = {}
+        self.wire_off_until: dict[str, float] = {}
+        self.wire_failed_ports: dict[str, tuple[str, int, bytes]] = {}
 
     def close(self) -> None:
-        """Stop background work of this state (near-cache polling)."""
+        """Stop background work of this state (near-cache polling, connections)."""
         if self.near_poller is not None:
             self.near_poller.stop()
         self.near_poller = None
         self.near = None
+        self.drop_endpoints()
+
+    # -- direct ports ------------------------------------------------------------------
+
+    def drop_endpoints(self, name: str | None = None) -> None:
+        """Forget the direct port of shard ``name`` (every shard's if ``None``)."""
+        with self.lock:
+            if name is None:
+                gone = list(self.endpoints.values())
+                self.endpoints.clear()
+            else:
+                gone = [self.endpoints.pop(name, None)]
+        for endpoint in gone:
+            if endpoint is not None:
+                endpoint.close()
+
+    def wire_failed(self, name: str, exc: BaseException) -> None:
+        """The direct port of ``name`` failed: ask the shard for its port again (a
+        restarted shard has a new one); if it names the same port, use Ray calls for
+        ``WIRE_BACKOFF_S``."""
+        endpoint = self.endpoints.get(name)
+        if endpoint is not None:
+            self.wire_failed_ports[name] = (endpoint.host, endpoint.port, endpoint.token)
+        _log.warning("direct port of %s failed (%s); data calls retried through Ray", name, exc)
+        self.drop_endpoints(name)
+
+    def _known_endpoint(self, name: str, opts: ClientOptions) -> Any:
+        """The endpoint to use without asking the shard: an `Endpoint`, ``None`` (off,
+        failed recently, or the shard has none), or `_ASK` (unknown yet)."""
+        if not opts.fast_path:
+            return None
+        until = self.wire_off_until.get(name)
+        if until is not None and time.monotonic() < until:
+            return None
+        return self.endpoints.get(name, _ASK)
+
+    def endpoint_of(self, name: str, handle: Any, opts: ClientOptions) -> Any:
+        """Return the `Endpoint` of shard ``name`` (asking the shard once), or ``None``
+        when the direct port is off, failed recently, or the shard has none."""
+        known = self._known_endpoint(name, opts)
+        if known is not _ASK:
+            return known
+        import ray
+
+        try:
+            reply = ray.get(handle.wire_endpoint.remote(), timeout=opts.call_timeout_s)
+        except Exception as exc:  # the data call that follows reports the shard's state
+            _log.debug("no direct port for %s: %s", name, exc)
+            return None
+        return self._adopt_endpoint(name, reply)
+
+    async def aendpoint_of(self, name: str, handle: Any, opts: ClientOptions) -> Any:
+        """Async `endpoint_of`."""
+        known = self._known_endpoint(name, opts)
+        if known is not _ASK:
+            return known
+        try:
+            reply = await asyncio.wait_for(handle.wire_endpoint.remote(), opts.call_timeout_s)
+        except Exception as exc:
+            _log.debug("no direct port for %s: %s", name, exc)
+            return None
+        return self._adopt_endpoint(name, reply)
+
+    def _adopt_endpoint(self, name: str, reply: Any) -> Any:
+        from omnicache_cluster._wire import Endpoint
+
+        if reply is not None and tuple(reply) == self.wire_failed_ports.get(name):
+            _log.warning(
+                "direct port of %s still failing; its data calls go through Ray for %.0fs",
+                name,
+                WIRE_BACKOFF_S,
+            )
+            self.wire_off_until[name] = time.monotonic() + WIRE_BACKOFF_S
+            self.wire_failed_ports.pop(name, None)
+            return None
+        endpoint = None if reply is None else Endpoint(name, *reply)
+        with self.lock:
+            old = self.endpoints.get(name)
+            if old is not None:
+                if endpoint is not None:
+                    endpoint.close()
+                return old
+            self.endpoints[name] = endpoint
+        return endpoint
 
     def adopt(self, epoch: int, members: Sequence[str], num_slots: int, cluster_id: str) -> Ring:
         """Install ring ``epoch`` unless a newer one is already here; return the current.
@@ -138,6 +232,10 @@ class _ClusterState:
             if cluster_id != self.cluster_id:
                 coordinator = self.coordinator
                 self.handles.clear()
+                gone, self.endpoints = list(self.endpoints.values()), {}
+                for endpoint in gone:
+                    if endpoint is not None:
+                        endpoint.close()
                 self.coordinator = coordinator
                 self.cluster_id = cluster_id
                 ring = None
@@ -165,6 +263,7 @@ class _ClusterState:
     def forget(self, name: str) -> None:
         """Drop a cached handle (its actor died; a new one may take the name)."""
         self.handles.pop(name, None)
+        self.drop_endpoints(name)
 
     def forget_coordinator(self) -> None:
         """Drop the coordinator's handle (it died, or the cluster was replaced)."""
@@ -211,6 +310,7 @@ class _ClusterState:
         while batch.pending:
             ring = self.current_ring(opts)
             refs = []
+            direct: list[tuple[str, list[int], Any, Any]] = []
             for idx, positions, arg in batch.take_calls(ring):
                 name = ring.members[idx]
                 try:
@@ -219,7 +319,20 @@ class _ClusterState:
                     state.failure = exc
                     batch.retry(positions)
                     continue
-                refs.append((name, positions, getattr(handle, batch.method).remote(arg)))
+                endpoint = (
+                    self.endpoint_of(name, handle, opts) if batch.method in wire.METHODS else None
+                )
+                if endpoint is not None:
+                    direct.append((name, positions, arg, endpoint))
+                else:
+                    refs.append((name, positions, getattr(handle, batch.method).remote(arg)))
+            for name, positions, arg, endpoint in direct:
+                try:
+                    batch.feed(positions, endpoint.call(batch.method, arg, opts.call_timeout_s))
+                except (wire.WireError, TimeoutError) as exc:
+                    state.failure = exc
+                    self.wire_failed(name, exc)
+                    batch.retry(positions)
             for name, positions, ref in refs:
                 try:
                     batch.feed(positions, ray.get(ref, timeout=opts.call_timeout_s))
@@ -277,16 +390,22 @@ class _ClusterState:
     def broadcast(self, method: str, arg: Any, opts: ClientOptions) -> list[Any]:
         """Call ``method(arg)`` on every shard of the ring; return the replies."""
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
-        ring = self.current_ring(opts)
-        refs = [getattr(self.handle_of(n), method).remote(arg) for n in ring.members]
-        try:
-            return list(ray.get(refs, timeout=opts.retry_deadline_s))
-        except GetTimeoutError as exc:
-            raise Timeout(f"{method} did not finish in {opts.retry_deadline_s}s") from exc
-        except RayActorError as exc:
-            raise ShardUnavailable(f"{method}: a shard is unavailable: {exc}") from exc
+        deadline = time.monotonic() + opts.retry_deadline_s
+        while True:
+            ring = self.current_ring(opts)
+            refs = [getattr(self.handle_of(n), method).remote(arg) for n in ring.members]
+            try:
+                return list(ray.get(refs, timeout=max(deadline - time.monotonic(), 0.001)))
+            except GetTimeoutError as exc:
+                raise Timeout(f"{method} did not finish in {opts.retry_deadline_s}s") from exc
+            except ActorUnavailableError as exc:  # restarting: the broadcasts are idempotent
+                if time.monotonic() > deadline:
+                    raise ShardUnavailable(f"{method}: a shard is unavailable: {exc}") from exc
+                time.sleep(0.1)
+            except RayActorError as exc:
+                raise ShardUnavailable(f"{method}: a shard is unavailable: {exc}") from exc
 
     # -- async -----------------------------------------------------------------------
 
@@ -330,13 +449,31 @@ class _ClusterState:
                     state.failure = exc
                     batch.retry(positions)
                     continue
-                calls.append((name, positions, getattr(handle, batch.method).remote(arg)))
-            replies = await asyncio.gather(
-                *(asyncio.wait_for(ref, opts.call_timeout_s) for _, _, ref in calls),
-                return_exceptions=True,
-            )
-            for (name, positions, _), reply in zip(calls, replies, strict=True):
-                if isinstance(reply, TimeoutError):
+                endpoint = (
+                    await self.aendpoint_of(name, handle, opts)
+                    if batch.method in wire.METHODS
+                    else None
+                )
+                if endpoint is not None:
+                    call = endpoint.acall(batch.method, arg, opts.call_timeout_s)
+                else:
+                    call = asyncio.wait_for(
+                        getattr(handle, batch.method).remote(arg), opts.call_timeout_s
+                    )
+                calls.append((name, positions, endpoint is not None, call))
+            if len(calls) == 1:  # the common case of a batch: no gather needed
+                try:
+                    replies = [await calls[0][3]]
+                except Exception as exc:
+                    replies = [exc]
+            else:
+                replies = await asyncio.gather(*(c[3] for c in calls), return_exceptions=True)
+            for (name, positions, is_direct, _), reply in zip(calls, replies, strict=True):
+                if is_direct and isinstance(reply, wire.WireError | TimeoutError):
+                    state.failure = reply
+                    self.wire_failed(name, reply)
+                    batch.retry(positions)
+                elif isinstance(reply, TimeoutError):
                     state.failure = Timeout(
                         f"shard {name} did not answer in {opts.call_timeout_s}s"
                     )
@@ -387,21 +524,27 @@ class _ClusterState:
 
     async def abroadcast(self, method: str, arg: Any, opts: ClientOptions) -> list[Any]:
         """Async `broadcast`."""
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
-        ring = await self.acurrent_ring(opts)
-        handles = [await self.ahandle_of(n) for n in ring.members]
-        try:
-            return list(
-                await asyncio.wait_for(
-                    asyncio.gather(*(getattr(h, method).remote(arg) for h in handles)),
-                    opts.retry_deadline_s,
+        deadline = time.monotonic() + opts.retry_deadline_s
+        while True:
+            ring = await self.acurrent_ring(opts)
+            handles = [await self.ahandle_of(n) for n in ring.members]
+            try:
+                return list(
+                    await asyncio.wait_for(
+                        asyncio.gather(*(getattr(h, method).remote(arg) for h in handles)),
+                        max(deadline - time.monotonic(), 0.001),
+                    )
                 )
-            )
-        except TimeoutError as exc:
-            raise Timeout(f"{method} did not finish in {opts.retry_deadline_s}s") from exc
-        except RayActorError as exc:
-            raise ShardUnavailable(f"{method}: a shard is unavailable: {exc}") from exc
+            except TimeoutError as exc:
+                raise Timeout(f"{method} did not finish in {opts.retry_deadline_s}s") from exc
+            except ActorUnavailableError as exc:  # see `broadcast`
+                if time.monotonic() > deadline:
+                    raise ShardUnavailable(f"{method}: a shard is unavailable: {exc}") from exc
+                await asyncio.sleep(0.1)
+            except RayActorError as exc:
+                raise ShardUnavailable(f"{method}: a shard is unavailable: {exc}") from exc
 
 
 _STATES: dict[str, _ClusterState] = {}

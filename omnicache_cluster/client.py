@@ -21,12 +21,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from omnicache_cluster._batching import ThreadBatcher, async_batcher
-from omnicache_cluster._near import anear_get, near_for, near_get, near_put_many, near_sync
+from omnicache_cluster._near import anear_fetch, near_fetch, near_for, near_put_many, near_sync
 from omnicache_cluster._routing import _Batch, _ClusterState, drop_state, state_for
 from omnicache_cluster.config import L2Config, OmnicacheSettings
-from omnicache_cluster.core.codec import Serializer
+from omnicache_cluster.core import wire
+from omnicache_cluster.core.codec import CODEC_JSON, CODEC_MSGPACK, Serializer
 from omnicache_cluster.core.keys import validate_part
-from omnicache_cluster.core.nearcache import NearCacheOptions
+from omnicache_cluster.core.nearcache import NO_VALUE, NearCacheOptions
 from omnicache_cluster.core.quota import TenantQuota
 from omnicache_cluster.core.ring import DEFAULT_SLOTS
 from omnicache_cluster.core.scope import DEFAULT_LAYER, KeyScope, check_ttl
@@ -48,6 +49,9 @@ T = TypeVar("T")
 
 _log = logging.getLogger(__name__)
 
+# Values a near hit may hand to several callers as one object.
+_IMMUTABLE = frozenset({str, bytes, int, float, bool, type(None)})
+
 DEFAULT_NAMESPACE = "omnicache"
 
 
@@ -62,6 +66,12 @@ class ClientOptions:
         retry_deadline_s: how long a call keeps retrying unavailable shards.
         max_moved_rounds: how many ring refreshes one call may go through.
         serializer: the value serializer (msgpack + lz4 by default).
+        near_cache: the per-process near-cache (L0), off when ``None``.
+        batching: coalesce concurrent single-key calls into one call per shard.
+        fast_path: send data calls (get, set, delete, exists) to each shard's direct
+            TCP port instead of through Ray calls, falling back to Ray calls when the
+            port cannot be used (see `omnicache_cluster.core.wire`); also off in a
+            process with ``OMNICACHE_FAST_PATH=0`` or ``RAY_USE_TLS`` set.
     """
 
     max_value_bytes: int = 16 * 1024 * 1024
@@ -71,6 +81,7 @@ class ClientOptions:
     serializer: Serializer = field(default_factory=Serializer)
     near_cache: NearCacheOptions | None = None
     batching: bool = True
+    fast_path: bool = field(default_factory=wire.enabled_here)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_value_bytes, int) or self.max_value_bytes <= 0:
@@ -601,6 +612,22 @@ class CacheCluster:
             raise ValueTooLarge(len(data), self._options.max_value_bytes)
         return data
 
+    def _near_value(self, entry: Any, default: Any) -> Any:
+        """The value of a near hit; an immutable one is kept decoded in the entry.
+
+        Only envelopes of the built-in msgpack / JSON codecs are kept decoded: every
+        reader decodes those the same way (a pickle envelope is this reader's call).
+        """
+        if not self._ser.builtin_codecs:  # its own codec under a built-in id
+            return self._decode(entry.data, default)
+        value = entry.value
+        if value is not NO_VALUE:
+            return value
+        value = self._decode(entry.data, default)
+        if type(value) in _IMMUTABLE and entry.data[3] in (CODEC_MSGPACK, CODEC_JSON):
+            entry.value = value
+        return value
+
     def _decode(self, data: bytes | None, default: Any) -> Any:
         if data is None:
             return default
@@ -646,9 +673,14 @@ class CacheCluster:
         """Return the value of ``key``, or ``default`` (`MISS`) if absent or expired."""
         _no_running_loop("get")
         skey = self.key(key, layer)
-        near = near_for(self, layer) if self._options.near_cache is not None else None
-        data = near_get(self, near, skey) if near is not None else self._raw_get(skey)
-        return self._decode(data, default)
+        if self._options.near_cache is not None:
+            near = near_for(self, layer)
+            if near is not None:
+                entry = near.lookup(skey)
+                if entry is not None:
+                    return self._near_value(entry, default)
+                return self._decode(near_fetch(self, near, skey), default)
+        return self._decode(self._raw_get(skey), default)
 
     def _thread_batcher(self) -> ThreadBatcher:
         state = self._state
@@ -676,6 +708,16 @@ class CacheCluster:
             from ray.exceptions import GetTimeoutError, RayActorError
 
             timeout = self._options.call_timeout_s
+            endpoint = self._state.endpoint_of(name, handle, self._options)
+            if endpoint is not None:
+                try:
+                    reply = endpoint.call("get", skey, timeout)
+                except (wire.WireError, TimeoutError) as exc:  # Ray calls from now on
+                    self._state.wire_failed(name, exc)
+                else:
+                    if type(reply) is not int:  # an int is the shard's epoch: moved
+                        return reply  # type: ignore[no-any-return]
+                    return self._do("get_many", [skey]).results[0]  # type: ignore[no-any-return]
             try:
                 reply = ray.get(handle.get.remote(skey), timeout=timeout)
             except GetTimeoutError:  # (a dead node's shard): the slow path retries
@@ -911,9 +953,14 @@ class CacheCluster:
     async def aget(self, key: Any, default: Any = MISS, *, layer: str = DEFAULT_LAYER) -> Any:
         """Async `get`."""
         skey = self.key(key, layer)
-        near = near_for(self, layer) if self._options.near_cache is not None else None
-        data = await (anear_get(self, near, skey) if near is not None else self._araw_get(skey))
-        return self._decode(data, default)
+        if self._options.near_cache is not None:
+            near = near_for(self, layer)
+            if near is not None:
+                entry = near.lookup(skey)
+                if entry is not None:
+                    return self._near_value(entry, default)
+                return self._decode(await anear_fetch(self, near, skey), default)
+        return self._decode(await self._araw_get(skey), default)
 
     async def _araw_get(self, skey: str) -> bytes | None:
         """Async `_raw_get`: concurrent calls of one event loop go out as batches."""
@@ -931,6 +978,16 @@ class CacheCluster:
             from ray.exceptions import RayActorError
 
             timeout = self._options.call_timeout_s
+            endpoint = await self._state.aendpoint_of(name, handle, self._options)
+            if endpoint is not None:
+                try:
+                    reply = await endpoint.acall("get", skey, timeout)
+                except (wire.WireError, TimeoutError) as exc:  # Ray calls from now on
+                    self._state.wire_failed(name, exc)
+                else:
+                    if type(reply) is not int:
+                        return reply  # type: ignore[no-any-return]
+                    return (await self._ado("get_many", [skey])).results[0]  # type: ignore[no-any-return]
             try:
                 reply = await asyncio.wait_for(handle.get.remote(skey), timeout)
             except TimeoutError:  # (a dead node's shard): the slow path retries

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "LOOPBACK",
@@ -27,6 +28,7 @@ __all__ = [
     "redis_server_problem",
     "start_redis_server",
     "stop",
+    "wait_shard_gone",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -207,3 +209,23 @@ class RedisServer:
         """Stop the server (its data is gone: nothing is saved)."""
         stop(self.process)
         self.process = None
+
+
+def wait_shard_gone(cluster: Any, name: str, timeout: float = 30.0) -> None:
+    """Wait until the process of shard ``name``, just killed with ``ray.kill``, has
+    exited: the kill is asynchronous, and until then the process still answers on its
+    direct port (`omnicache_cluster.core.wire`).
+
+    Raises:
+        TimeoutError: the process still accepts connections after ``timeout`` seconds.
+    """
+    endpoint = cluster._state.endpoints.get(name)
+    deadline = time.monotonic() + timeout
+    while endpoint is not None:
+        try:
+            socket.create_connection((endpoint.host, endpoint.port), timeout=0.5).close()
+        except OSError:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"shard {name} still answers {timeout}s after it was killed")
+        time.sleep(0.05)

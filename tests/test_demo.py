@@ -17,7 +17,10 @@ def test_demo_runs_the_three_layers_and_its_counts_add_up(ray_session):
     distinct = len(QUESTIONS)  # an upper bound on what can be computed
     for layer, c in report.layers.items():
         assert c["lookups"] == asked, layer
-        assert 1 <= c["computes"] <= min(asked, distinct), layer
+        # Embedding batches are not single-flighted across processes: two tasks that
+        # miss the same text at once both embed it. The other layers are.
+        bound = asked if layer == "embedding" else min(asked, distinct)
+        assert 1 <= c["computes"] <= bound, layer
         # a text twice in one task's batch is embedded once: avoided, though not a hit
         assert c["hits"] <= c["lookups"] - c["computes"], layer
         avoided = c["lookups"] - c["computes"]

@@ -21,6 +21,7 @@ from omnicache_cluster.layers import (
     RetrievalCache,
 )
 from omnicache_cluster.policies import RequestConfig, TTLPolicy
+from omnicache_cluster.testing import wait_shard_gone
 
 pytestmark = pytest.mark.ray
 
@@ -335,6 +336,7 @@ def test_layers_fail_open_when_the_cluster_is_down(fresh_cluster, ray_session):
     rc.set(MSGS, "cached", "gpt-4o")
     (shard,) = cluster._state.ring.members
     ray_session.kill(cluster._state.handle_of(shard), no_restart=True)
+    wait_shard_gone(cluster, shard)
     before = dict(FAULTS)
     assert rc.get(MSGS, "gpt-4o") is MISS
     assert rc.get_or_generate(MSGS, lambda m: "live answer", "gpt-4o") == "live answer"

@@ -17,6 +17,7 @@ from omnicache_cluster import (
     Timeout,
 )
 from omnicache_cluster._flight import FAULTS
+from omnicache_cluster.testing import wait_shard_gone
 
 pytestmark = pytest.mark.ray
 
@@ -243,6 +244,7 @@ def test_get_or_compute_fails_open_when_the_cache_is_down(fresh_cluster, ray_ses
     # The key's shard is gone for good: the user function still runs, nothing raises.
     (shard,) = cluster._state.ring.members
     ray.kill(cluster._state.handle_of(shard), no_restart=True)
+    wait_shard_gone(cluster, shard)
     assert cluster.get_or_compute("warm", lambda: "shard down") == "shard down"
     assert FAULTS["lease"] > after_coordinator
     assert FAULTS["set"] > 0

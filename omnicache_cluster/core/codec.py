@@ -247,7 +247,7 @@ class Serializer:
             serializer whose ``codec`` is a `PickleCodec` accepts them anyway.
     """
 
-    __slots__ = ("_codec", "_codecs", "_threshold")
+    __slots__ = ("_codec", "_codecs", "_threshold", "builtin_codecs")
 
     def __init__(
         self,
@@ -262,6 +262,11 @@ class Serializer:
         if pickle_codec is not None:
             self._codecs[CODEC_PICKLE] = pickle_codec
         self._codecs[self._codec.codec_id] = self._codec
+        #: Whether the built-in ids decode with the built-in codecs (a value decoded
+        #: by one such serializer is what any other would decode).
+        self.builtin_codecs = type(self._codecs[CODEC_MSGPACK]) is MsgpackCodec and (
+            type(self._codecs[CODEC_JSON]) is JsonCodec
+        )
 
     @property
     def codec(self) -> Codec:

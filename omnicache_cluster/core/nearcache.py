@@ -25,6 +25,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["ChangeLog", "NearCache", "NearCacheOptions"]
 
@@ -94,11 +95,18 @@ class NearCacheOptions:
         return self.layers is None or layer in self.layers
 
 
+#: `_Near.value` of an entry whose decoded value is not kept.
+NO_VALUE: Any = object()
+
+
 class _Near:
-    __slots__ = ("data", "seq", "shard", "slot", "tags")
+    __slots__ = ("data", "seq", "shard", "slot", "tags", "value")
 
     def __init__(self, data: bytes, shard: str, slot: int, tags: tuple[str, ...], seq: int) -> None:
         self.data = data
+        # The decoded value, kept by the client when it is immutable (str, bytes,
+        # numbers), so a near hit of such a value skips decoding.
+        self.value = NO_VALUE
         self.shard = shard
         self.slot = slot
         self.tags = tags
@@ -136,6 +144,12 @@ class NearCache:
 
     def get(self, key: str) -> bytes | None:
         """Return the near value of ``key`` if it is there and its shard is fresh."""
+        entry = self.lookup(key)
+        return None if entry is None else entry.data
+
+    def lookup(self, key: str) -> _Near | None:
+        """Return the near entry of ``key`` (its ``data``, and ``value`` when kept
+        decoded) if it is there and its shard is fresh."""
         with self._lock:
             self.last_used = self._clock()
             entry = self._data.get(key)
@@ -144,7 +158,7 @@ class NearCache:
                 return None
             self._data.move_to_end(key)
             self.hits += 1
-            return entry.data
+            return entry
 
     def generation(self, shard: str) -> tuple[int, int]:
         """Polls applied for ``shard`` so far and the change number they reached: take

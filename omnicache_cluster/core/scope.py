@@ -15,6 +15,10 @@ __all__ = ["DEFAULT_LAYER", "MAX_TAG_LEN", "KeyScope", "check_ttl"]
 
 DEFAULT_LAYER = "default"
 MAX_TAG_LEN = 256
+#: Stored keys remembered per scope (of str keys up to ``MEMO_MAX_KEY_LEN`` characters,
+#: and ints), so that a hot key is hashed once.
+MEMO_ENTRIES = 65_536
+MEMO_MAX_KEY_LEN = 1024
 
 
 def check_ttl(ttl: float | None) -> float | None:
@@ -40,12 +44,14 @@ class KeyScope:
     client is kept away from other tenants' entries.
     """
 
-    __slots__ = ("namespace", "prefix", "tenant")
+    __slots__ = ("_memo", "namespace", "prefix", "tenant")
 
     def __init__(self, namespace: str, tenant: str) -> None:
         self.namespace = validate_part("namespace", namespace)
         self.tenant = validate_part("tenant", tenant)
         self.prefix = f"{namespace}:{tenant}:"
+        # Stored keys of recent str / int keys: hot keys repeat, hashing them does not.
+        self._memo: dict[tuple[str, Any], str] = {}
 
     def key(self, key: Any, layer: str = DEFAULT_LAYER) -> str:
         """Return the stored key of ``key`` in ``layer``.
@@ -63,14 +69,26 @@ class KeyScope:
                     f"{self.tenant!r}; use a client scoped to its tenant"
                 )
             return str(key)
+        kind = type(key)
+        if kind is str or kind is int:
+            memo = (layer, key)
+            try:
+                return self._memo[memo]
+            except KeyError:
+                pass
         if layer is not DEFAULT_LAYER:
             validate_part("layer", layer)
-        if type(key) is str:  # the hot path: the same bytes as digest(key), without the walk
+        if kind is str:  # the hot path: the same bytes as digest(key), without the walk
             data = unicodedata.normalize("NFC", key).encode()
             d = hashlib.blake2b(b"s%d:" % len(data) + data, digest_size=16).hexdigest()
         else:
             d = digest(key)
-        return f"{self.prefix}{layer}:{d}"
+        stored = f"{self.prefix}{layer}:{d}"
+        if (kind is str and len(key) <= MEMO_MAX_KEY_LEN) or kind is int:
+            if len(self._memo) >= MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[(layer, key)] = stored
+        return stored
 
     def tags(self, tags: Iterable[str] | None) -> tuple[str, ...]:
         """Return ``tags`` scoped to this namespace and tenant.

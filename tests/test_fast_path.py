@@ -1,0 +1,257 @@
+"""The shards' direct data port: used by default, authenticated, robust to bad input,
+and never needed for correctness (every failure falls back to Ray calls)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+
+import msgpack
+import pytest
+
+from omnicache_cluster import MISS
+from omnicache_cluster.client import ClientOptions
+from omnicache_cluster.core import wire
+
+
+def _direct(cluster) -> int:
+    return _counts(cluster)[0]
+
+
+def _counts(cluster) -> tuple[int, int]:
+    """(direct-port requests, all requests) over the shards, from one stats call."""
+    shards = cluster.stats()["shards"]
+    return sum(s["direct_requests"] for s in shards), sum(s["requests"] for s in shards)
+
+
+def _endpoint(cluster, name="omnicache-shard-0"):
+    import ray
+
+    handle = cluster._state.handle_of(name)
+    return ray.get(handle.wire_endpoint.remote())
+
+
+def _raw_call(host, port, frames: list[bytes], read: bool = True, timeout: float = 5.0):
+    """Send raw frames; return the decoded replies, or ``None`` once the shard closed."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(b"".join(frames))
+        if not read:
+            return None
+        try:
+            return wire.recv_frame(sock)
+        except wire.WireError:
+            return None
+
+
+def test_data_calls_use_the_direct_port(cluster):
+    before_direct, before_all = _counts(cluster)
+    cluster.set("a", {"x": 1})
+    assert cluster.get("a") == {"x": 1}
+    assert cluster.get_many(["a", "nope"]) == [{"x": 1}, MISS]
+    assert cluster.exists("a")
+    assert cluster.delete("a") == 1
+    assert cluster.get("a") is MISS
+    after_direct, after_all = _counts(cluster)
+    direct = after_direct - before_direct
+    assert direct >= 6, direct
+    # Every data call went direct: only the stats call (one request per shard) went
+    # through Ray (endpoint lookups are not counted as requests).
+    assert after_all - before_all - 2 == direct
+
+
+def test_async_calls_use_the_direct_port_and_match_sequential(cluster):
+    keys = [f"k{i}" for i in range(300)]
+    cluster.set_many({k: [i, str(i)] for i, k in enumerate(keys)})
+    sequential = [cluster.get(k) for k in keys]
+    before = _direct(cluster)
+
+    async def run():
+        await asyncio.gather(*(cluster.aset(f"n{i}", i) for i in range(100)))
+        return await asyncio.gather(*(cluster.aget(k) for k in keys))
+
+    assert asyncio.run(run()) == sequential
+    assert cluster.get_many([f"n{i}" for i in range(100)]) == list(range(100))
+    assert _direct(cluster) - before >= 2
+
+
+def test_fast_path_off_uses_ray_calls_only(cluster):
+    plain = cluster.with_options(fast_path=False)
+    before = _direct(cluster)
+    plain.set("p", 1)
+    assert plain.get("p") == 1
+    assert asyncio.run(plain.aget("p")) == 1
+    assert _direct(cluster) == before
+
+
+def test_env_switch_turns_it_off(monkeypatch):
+    monkeypatch.setenv("OMNICACHE_FAST_PATH", "0")
+    assert ClientOptions().fast_path is False
+    monkeypatch.setenv("OMNICACHE_FAST_PATH", "1")
+    monkeypatch.setenv("RAY_USE_TLS", "1")
+    assert ClientOptions().fast_path is False  # plaintext port: not next to Ray's TLS
+    monkeypatch.delenv("RAY_USE_TLS")
+    assert ClientOptions().fast_path is True
+
+
+def test_wrong_token_is_closed_and_served_nothing(cluster):
+    cluster.set("secret", "value")
+    host, port, token = _endpoint(cluster)
+    assert host == "127.0.0.1"  # local mode: loopback only
+    skey = cluster.key("secret")
+    request = wire.pack([1, "get_many", [skey]])
+    assert _raw_call(host, port, [wire.pack(b"x" * 32), request]) is None
+    assert _raw_call(host, port, [wire.pack("not bytes"), request]) is None
+    # The right token gets an answer on the same kind of connection.
+    reply = _raw_call(host, port, [wire.pack(token), request])
+    assert reply[0] == 1
+    assert reply[1] == wire.OK
+
+
+def test_malformed_and_oversize_frames_close_only_that_connection(cluster):
+    cluster.set("m", 7)
+    owner = cluster._state.current_ring(cluster._options).owner(cluster.key("m"))
+    host, port, token = _endpoint(cluster, owner)
+    hello = wire.pack(token)
+    garbage = struct.pack(">I", 5) + b"\xc1\xc1\xc1\xc1\xc1"  # 0xc1 is never valid msgpack
+    assert _raw_call(host, port, [hello, garbage]) is None
+    huge = struct.pack(">I", 0xFFFFFFFF)  # announces 4 GiB: refused before reading it
+    assert _raw_call(host, port, [hello, huge]) is None
+    oversize_hello = struct.pack(">I", 10_000) + b"\0" * 10_000
+    assert _raw_call(host, port, [oversize_hello]) is None
+    # Unknown method and wrong arity: an error reply, the connection stays usable.
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(hello + wire.pack([3, "clear", None]) + wire.pack([4, "get_many"]))
+        replies = {r[0]: r for r in (wire.recv_frame(sock), wire.recv_frame(sock))}
+        assert replies[3][1] == wire.ERROR
+        assert "not a direct-port method" in replies[3][2][1]
+        assert replies[-1][1] == wire.ERROR  # no id could be read from it
+        sock.sendall(wire.pack([5, "get", cluster.key("m")]))
+        rid, status, value = wire.recv_frame(sock)
+        assert (rid, status) == (5, wire.OK)
+        assert cluster._decode(value, None) == 7
+    assert cluster.get("m") == 7
+
+
+def test_a_dead_port_falls_back_to_ray_calls(cluster, caplog):
+    from omnicache_cluster._wire import Endpoint
+
+    cluster.set_many({f"f{i}": i for i in range(20)})
+    state = cluster._state
+    ring = state.current_ring(cluster._options)
+    # A free port nobody listens on, posing as every shard's endpoint.
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    dead_port = probe.getsockname()[1]
+    probe.close()
+    for name in ring.members:
+        state.wire_off_until.pop(name, None)
+        state.drop_endpoints(name)
+        state.endpoints[name] = Endpoint(name, "127.0.0.1", dead_port, b"t" * 32)
+    try:
+        # Each dead port fails; the keys are retried and the shards' real ports learnt.
+        with caplog.at_level("WARNING", logger="omnicache_cluster._routing"):
+            assert cluster.get_many([f"f{i}" for i in range(20)]) == list(range(20))
+            assert asyncio.run(cluster.aget("f3")) == 3
+            assert cluster.get("f4") == 4
+        assert "direct port" in caplog.text
+        assert all(state.endpoints[name].port != dead_port for name in ring.members)
+        assert not state.wire_off_until  # a new port: no back-off
+        # A port that fails again when the shard names it again: Ray calls for a while.
+        real = [_endpoint(cluster, name) for name in ring.members]
+        for name, reply in zip(ring.members, real, strict=True):
+            state.wire_failed_ports[name] = tuple(reply)
+            state.endpoints.pop(name, None)
+        assert cluster.get_many([f"f{i}" for i in range(20)]) == list(range(20))
+        assert all(name in state.wire_off_until for name in ring.members)
+        assert all(state.wire_off_until[n] > time.monotonic() for n in ring.members)
+    finally:
+        for name in ring.members:
+            state.wire_off_until.pop(name, None)
+            state.wire_failed_ports.pop(name, None)
+            state.drop_endpoints(name)
+    assert cluster.get("f5") == 5  # direct again after the back-off is cleared
+
+
+def test_a_killed_shard_is_reached_again_after_restart(fresh_cluster, ray_session):
+    cluster = fresh_cluster(num_shards=2)
+    cluster.set_many({f"r{i}": i for i in range(50)})
+    assert cluster.get("r1") == 1
+    assert cluster._state.endpoints  # the ports were learnt
+    name = cluster._state.current_ring(cluster._options).owner(cluster.key("r1"))
+    old = cluster._state.endpoints.get(name)
+    handle = cluster._state.handle_of(name)
+    ray_session.kill(handle, no_restart=False)
+    # Wait for the new process (a write that reached the old one just before it died
+    # would be lost with it: a memory-only shard keeps nothing across a restart).
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            reply = ray_session.get(handle.wire_endpoint.remote(), timeout=5)
+            if reply[2] != old.token:
+                break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+    # The client's pooled connection is to the dead process: the first call finds out,
+    # retries, and learns the new port; no back-off, since the port changed.
+    cluster.set("r1", "again")
+    assert cluster.get("r1") == "again"
+    before = _direct(cluster)
+    assert cluster.get("r1") == "again"
+    ring = cluster._state.current_ring(cluster._options)
+    lost = next(f"r{i}" for i in range(2, 50) if ring.owner(cluster.key(f"r{i}")) == name)
+    assert cluster.get_many(["r1", lost]) == ["again", MISS]  # it died with the process
+    assert _direct(cluster) > before
+    new = cluster._state.endpoints[name]
+    assert new is not None
+    assert new.token == reply[2]
+    assert name not in cluster._state.wire_off_until
+
+
+@pytest.mark.parametrize("value", ["text", b"bytes", 42, 1.5, None, True])
+def test_near_hits_of_immutable_values_are_kept_decoded(cluster, value):
+    from omnicache_cluster.core.nearcache import NO_VALUE, NearCacheOptions
+
+    near = cluster.with_options(near_cache=NearCacheOptions(staleness_s=30.0))
+    near.set("imm", value)
+    deadline = time.monotonic() + 10
+    while near._state.near is None or near._state.near.lookup(near.key("imm")) is None:
+        assert near.get("imm") == value  # until the first poll made the shards fresh
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first = near.get("imm")
+    second = near.get("imm")
+    assert first == value
+    assert second == value
+    entry = near._state.near.lookup(near.key("imm"))
+    assert entry is not None
+    assert entry.value == value
+    assert entry.value is not NO_VALUE
+    assert second is first
+
+
+def test_near_hits_of_mutable_values_are_fresh_copies(cluster):
+    from omnicache_cluster.core.nearcache import NearCacheOptions
+
+    near = cluster.with_options(near_cache=NearCacheOptions(staleness_s=30.0))
+    near.set("mut", {"a": [1]})
+    deadline = time.monotonic() + 10
+    while near._state.near is None or near._state.near.lookup(near.key("mut")) is None:
+        assert near.get("mut") == {"a": [1]}
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    got = near.get("mut")
+    got["a"].append(2)  # the caller's copy only
+    assert near.get("mut") == {"a": [1]}
+
+
+def test_frame_helpers_reject_bad_input():
+    with pytest.raises(wire.WireError):
+        wire.unpack(b"\xc1")
+    with pytest.raises(wire.WireError):
+        wire.frame_length(struct.pack(">I", 300), limit=256)
+    body = msgpack.packb([1, "get", "k"], use_bin_type=True)
+    assert wire.pack([1, "get", "k"]) == struct.pack(">I", len(body)) + body
