@@ -441,7 +441,7 @@ def _sync_ops(
         closers.append(r.close)
         r_get, r_set = r.get, r.set
         return (lambda i: r_get(names[i])), (lambda i, v: r_set(names[i], v)), None
-    if system in (CLUSTER, CLUSTER_NEAR):
+    if system in (CLUSTER, CLUSTER_RAY, CLUSTER_NEAR):
         c = spec["client"]
         c_get, c_set = c.get, c.set
         return (lambda i: c_get(names[i])), (lambda i, v: c_set(names[i], v)), None

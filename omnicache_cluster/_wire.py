@@ -114,7 +114,7 @@ class Endpoint:
         if conn is None or conn.broken:
             conn = AsyncConn(self)
             self._async[loop] = conn
-        return await asyncio.wait_for(conn.call(method, arg), timeout)
+        return await conn.call(method, arg, timeout)
 
     def close(self) -> None:
         """Close every connection (the shard died or the cluster was replaced)."""
@@ -125,6 +125,11 @@ class Endpoint:
             sock.close()
         for conn in list(self._async.values()):
             conn.close()
+
+
+def _expire(fut: asyncio.Future[Any], shard: str, method: str, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError(f"shard {shard} did not answer {method} in {timeout}s"))
 
 
 class AsyncConn:
@@ -150,24 +155,29 @@ class AsyncConn:
         self._writer = writer
         self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
 
-    async def call(self, method: str, arg: Any) -> Any:
+    async def call(self, method: str, arg: Any, timeout: float) -> Any:
+        """Send one request and wait for its reply (`TimeoutError` after ``timeout``)."""
+        loop = self._loop
         if self._writer is None:
             if self._opening is None:
-                self._opening = asyncio.get_running_loop().create_task(self._open())
+                self._opening = loop.create_task(self._open())
             try:
-                await asyncio.shield(self._opening)
+                await asyncio.wait_for(asyncio.shield(self._opening), timeout)
             except OSError as exc:
                 self.broken = True
                 raise wire.WireError(f"shard {self._endpoint.shard} direct port: {exc}") from exc
         if self.broken or self._writer is None:
             raise wire.WireError(f"shard {self._endpoint.shard}: direct connection closed")
         rid = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._waiting[rid] = (method, fut)
+        # A timer on the future, not `wait_for` (which wraps every call in a task).
+        timer = loop.call_later(timeout, _expire, fut, self._endpoint.shard, method, timeout)
         try:
             self._writer.write(wire.pack([rid, method, arg]))
             return await fut
         finally:
+            timer.cancel()
             self._waiting.pop(rid, None)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:

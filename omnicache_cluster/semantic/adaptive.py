@@ -10,32 +10,41 @@ Caching", 2025; implemented here from the paper's description, no code copied):
   ``equivalent(a, b)`` (``==`` by default, an LLM judge if the user gives one). That
   is a labelled ``(similarity, correct)`` observation of the candidate's entry.
 * **Exploration.** A candidate that would be served is verified instead with a small
-  probability (more often when its estimate is borderline), so what is learned about
-  high similarities stays honest. Such a label counts ``1 / probability`` in the
-  shared prior (importance weighting), because unserved candidates are labelled
-  every time and served ones only sometimes.
-* **Shared prior.** Every label also goes to a histogram per (tenant, namespace,
-  model). From it, ``g(s)`` is an upper 95% bound of the error rate of serving every
-  candidate at similarity ``s`` or above; until enough labels exist it is 1 (nothing
-  is served), so a new deployment starts safe.
-* **Per entry.** An entry's own labels move its estimate away from the prior: with
-  ``W`` wrong labels at similarity ``>= s - slack`` and ``C`` correct ones at ``<= s``,
-  ``p(s) = (m * g(s) + W) / (m + W + C)`` for a prior strength ``m``. An entry shown
-  wrong near ``s`` stops being served there; one verified correct many times is
-  served below the global level. A new entry has only the prior, so a low-traffic
-  entry can still be served where the prior alone is safe.
+  probability (more often when its estimate is borderline), so the error of what is
+  served keeps being measured. Labels are not importance-weighted: the error rate
+  *at* a similarity does not depend on how often it is verified (weighting made the
+  few explored labels dominate and the estimate too noisy to serve from).
+* **Shared curve.** Every label also goes to a histogram per (tenant, namespace,
+  model) in the index actor, so every process learns from every other's
+  verifications. From it the error rate per similarity bin is fitted
+  non-increasing (pool-adjacent-violators, ``(wrong + 1/2) / (labels + 1)`` per pooled
+  block). The error of serving from a threshold ``t`` is the average of that curve
+  over the lookups at ``t`` or above (weighted by where this process's lookups
+  fall: 200 counters); the lowest ``t`` whose estimate plus ``z`` standard errors
+  is within ``safety * max_error_rate`` (with ``min_labels`` labels above it) sets
+  the cut-off: the fitted error rate at ``t``. Serving the lowest-risk lookups up to
+  the point where the *served set* meets the bound serves far more than requiring
+  each bin to meet it. Until enough labels exist nothing is served, so a new
+  deployment starts safe.
+* **Per entry.** An entry's own labels move its estimate: with ``W`` wrong labels at
+  similarity ``>= s - slack`` (and, if ``right_weight > 0``, ``C`` right ones at
+  ``<= s``), ``p(s) = (m * g(s) + W) / (m + W + C)`` for a prior strength ``m``. An
+  entry shown wrong near ``s`` stops being served there; a new entry has the shared
+  curve only.
 
-A candidate is served when ``p(s) <= safety * max_error_rate`` (``safety`` = 1).
-The estimates live in the semantic index actor, so every process of the cluster
-learns from every other's verifications.
+A candidate is served when ``p(s)`` is below the cut-off (or at it, at or above the
+threshold). Memory is bounded: the actor keeps 200 bins per scope and at most
+``max_observations_per_entry`` labels per entry; a policy keeps 200 counters.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from omnicache_cluster.semantic.cache import Candidate, SemanticCache
 
@@ -45,11 +54,66 @@ if TYPE_CHECKING:
 
 __all__ = ["AdaptivePolicy", "AdaptiveSemanticCache"]
 
-_Z95 = 1.645  # one-sided 95%
+
+_BINS = 200  # the index actor's histogram (PRIOR_BINS)
 
 
 def _exact(a: Any, b: Any) -> bool:
     return bool(a == b)
+
+
+def _bin(score: float, bins: int) -> int:
+    return min(bins - 1, max(0, int(score * bins)))
+
+
+@dataclass(frozen=True)
+class Curve:
+    """What the labels of a scope say: the fitted error rate per similarity bin, the
+    cut-off ``rate`` (serve a candidate whose estimate is at most it; negative: serve
+    nothing) and the ``threshold`` it corresponds to without entry evidence."""
+
+    error: np.ndarray
+    rate: float
+    threshold: float
+
+
+def _decreasing_fit(wrong: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit error rates per bin, non-increasing in similarity (pool-adjacent-violators).
+
+    Return ``(rate per bin, block id per bin, variance per block)``: a block is a run of
+    bins pooled into one estimate ``(wrong + 0.5) / (labels + 1)``; an empty bin joins
+    the block below it (the more pessimistic one).
+    """
+    bins = len(n)
+    blocks: list[list[float]] = []  # [wrong, labels, first bin], from high bins down
+    for b in range(bins - 1, -1, -1):
+        if n[b] <= 0:
+            continue
+        blocks.append([float(wrong[b]), float(n[b]), b])
+        # Going down in similarity the rate must not fall: pool while it would.
+        while len(blocks) > 1 and (blocks[-1][0] + 0.5) / (blocks[-1][1] + 1.0) < (
+            blocks[-2][0] + 0.5
+        ) / (blocks[-2][1] + 1.0):
+            w, k, first = blocks.pop()
+            blocks[-1][0] += w
+            blocks[-1][1] += k
+            blocks[-1][2] = first
+    rate = np.ones(bins)
+    block = np.zeros(bins, dtype=np.int64)
+    var = np.zeros(max(1, len(blocks)))
+    if not blocks:
+        return rate, block, var
+    # blocks[i] covers [first_i, first_{i-1}) (blocks[0] up to the top); bins below the
+    # lowest labelled one take the lowest block.
+    upper = bins
+    for i, (w, k, first) in enumerate(blocks):
+        p = (w + 0.5) / (k + 1.0)
+        lo = 0 if i == len(blocks) - 1 else int(first)
+        rate[lo:upper] = p
+        block[lo:upper] = i
+        var[i] = p * (1.0 - p) / (k + 1.0)
+        upper = lo
+    return rate, block, var
 
 
 class AdaptivePolicy:
@@ -57,15 +121,22 @@ class AdaptivePolicy:
 
     Args:
         max_error_rate: the bound on the share of wrong semantic hits.
-        prior_strength: ``m``, how many labels the prior is worth against an entry's own.
+        prior_strength: ``m``, how many labels the shared curve is worth against an
+            entry's own.
         explore_rate: probability of verifying a confident hit instead of serving it.
         borderline_explore_rate: the same for a hit whose estimate is above half the
-            bound.
-        min_labels: labels at or above a similarity before the prior there counts.
+            serving cut-off.
+        min_labels: labels at or above a threshold before serving from it (default
+            ``max(30, 3 / max_error_rate)``: fewer cannot show the bound is met).
         floor: candidates below this similarity are neither served nor verified.
         slack: a wrong label this much below ``s`` still counts against ``s``.
-        safety: serve only where the estimate is at most ``safety * max_error_rate``
-            (below 1 trades hits for margin; bench/semantic_quality.py measures it).
+        safety: aim the estimated error of the served set at ``safety *
+            max_error_rate`` (0.9: the served set's error drifts as the cache fills).
+        z: standard errors added to that estimate (its uncertainty shrinks as labels
+            come in, so the cache serves more as it learns).
+        right_weight: how much an entry's right labels at lower similarity lower its
+            estimate (0, the default: only wrong labels move it; on QQP an entry
+            verified right for one rewording says little about a query from elsewhere).
         rng: the random source of exploration (seeded in tests).
     """
 
@@ -74,12 +145,14 @@ class AdaptivePolicy:
         max_error_rate: float,
         *,
         prior_strength: float = 2.0,
-        explore_rate: float = 0.05,
-        borderline_explore_rate: float = 0.25,
-        min_labels: float = 20.0,
+        explore_rate: float = 0.02,
+        borderline_explore_rate: float = 0.02,
+        min_labels: float | None = None,
         floor: float = 0.5,
         slack: float = 0.02,
-        safety: float = 1.0,
+        safety: float = 0.9,
+        z: float = 0.5,
+        right_weight: float = 0.0,
         rng: random.Random | None = None,
     ) -> None:
         if not isinstance(max_error_rate, int | float) or not 0.0 < max_error_rate < 1.0:
@@ -91,71 +164,120 @@ class AdaptivePolicy:
             raise ValueError(
                 f"borderline_explore_rate must be in (0, 1], got {borderline_explore_rate!r}"
             )
+        if not 0.0 < safety <= 1.0:
+            raise ValueError(f"safety must be in (0, 1], got {safety!r}")
         self.max_error_rate = float(max_error_rate)
         self.prior_strength = float(prior_strength)
         self.explore_rate = float(explore_rate)
         self.borderline_explore_rate = float(borderline_explore_rate)
-        self.min_labels = float(min_labels)
+        # Rule of three: n labels, none wrong, bound the error rate at about 3 / n.
+        self.min_labels = (
+            max(30.0, 3.0 / self.max_error_rate) if min_labels is None else float(min_labels)
+        )
         self.floor = float(floor)
         self.slack = float(slack)
-        if not 0.0 < safety <= 1.0:
-            raise ValueError(f"safety must be in (0, 1], got {safety!r}")
         self.safety = float(safety)
+        self.z = float(z)
+        self.right_weight = float(right_weight)
         self._rng = rng or random.Random()
+        # Where this process's lookups fall (best candidate's similarity): the weights
+        # of the bins when the error of a threshold is averaged over its served set.
+        self._seen = np.zeros(_BINS)
 
-    def curve(self, prior: Sequence[Sequence[float]] | None) -> list[float]:
-        """Return ``g`` per similarity bin: the upper 95% bound of the error rate of
-        serving every candidate in that bin or above (1.0 where labels are too few).
+    def observe(self, score: float) -> None:
+        """Count one lookup whose best candidate had similarity ``score``."""
+        self._seen[_bin(score, _BINS)] += 1.0
 
-        ``prior`` is ``(correct, wrong[, squared weights])`` per bin. Labels are
-        weighted (an explored hit counts ``1 / rate``); the bound uses their effective
-        sample size ``(sum w)^2 / sum w^2``, not their weighted count.
+    def curve(self, prior: Sequence[Sequence[float]] | None) -> Curve:
+        """Fit the error curve and the serving cut-off to the scope's labels.
+
+        ``prior`` is ``(correct, wrong[, ...])`` label counts per similarity bin (the
+        index actor's histogram). The error rate per bin is fitted non-increasing in
+        similarity (pool-adjacent-violators); the served set of a threshold ``t`` is
+        every lookup at ``t`` or above, weighted by where lookups fall; the lowest
+        ``t`` whose estimated error plus ``z`` standard errors is within
+        ``safety * max_error_rate`` sets the cut-off ``rate`` (the error rate at
+        ``t``). With too few labels nothing is served.
         """
-        correct, wrong = (prior[0], prior[1]) if prior else ([], [])
-        squares = prior[2] if prior and len(prior) > 2 and len(prior[2]) else None
+        if not prior or not len(prior[0]):
+            return Curve(np.ones(_BINS), -1.0, 1.0)
+        correct = np.asarray(prior[0], dtype=np.float64)
+        wrong = np.asarray(prior[1], dtype=np.float64)
         bins = len(correct)
-        out = [1.0] * bins
-        c_acc = w_acc = s_acc = 0.0
+        n = correct + wrong
+        rate, block, bvar = _decreasing_fit(wrong, n)
+        seen = self._seen if len(self._seen) == bins else np.zeros(bins)
+        mass = seen if seen.sum() >= 100 else seen + n
+        mass = np.maximum(mass, 1e-9 * (n > 0))
+        # Cumulative from the top: E(t) = sum q p / sum q over bins >= t.
+        num = np.cumsum((mass * rate)[::-1])[::-1]
+        den = np.cumsum(mass[::-1])[::-1]
+        labels = np.cumsum(n[::-1])[::-1]
+        # The variance of E(t): a block's bins share one estimate.
+        err_var = np.zeros(bins)
+        done = part = 0.0
+        cur = -1
         for b in range(bins - 1, -1, -1):
-            c_acc += correct[b]
-            w_acc += wrong[b]
-            s_acc += squares[b] if squares is not None else correct[b] + wrong[b]
-            n = c_acc + w_acc
-            n_eff = n * n / s_acc if s_acc > 0 else 0.0
-            if n_eff >= self.min_labels:
-                p = (w_acc + 1.0) / (n + 2.0)
-                out[b] = min(1.0, p + _Z95 * math.sqrt(p * (1.0 - p) / (n_eff + 2.0)))
-        # Too few labels at the top: the error of serving from a lower similarity up is
-        # an upper bound of serving from a higher one (more similar is not less right).
-        for b in range(1, bins):
-            out[b] = min(out[b], out[b - 1])
-        return out
+            if block[b] != cur:
+                if cur >= 0:
+                    done += part * part * bvar[cur]
+                cur, part = int(block[b]), 0.0
+            part += mass[b]
+            err_var[b] = done + part * part * bvar[cur]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            est = np.where(den > 0, num / den, 1.0)
+            sd = np.where(den > 0, np.sqrt(err_var) / den, 1.0)
+        ok = (est + self.z * sd <= self.safety * self.max_error_rate) & (labels >= self.min_labels)
+        # A threshold sits on a labelled bin (an empty one has its lower neighbour's
+        # pessimistic rate, which would make a loose cut-off).
+        ok &= (np.arange(bins) >= int(self.floor * bins)) & (n > 0)
+        if not ok.any():
+            return Curve(rate, -1.0, 1.0)
+        t = int(np.argmax(ok))
+        return Curve(rate, float(rate[t]), t / bins)
 
-    def p_wrong(self, score: float, observations: Sequence[tuple[float, bool]], g: float) -> float:
-        """Return the estimated probability that serving this entry at ``score`` is wrong."""
+    def p_wrong(
+        self, score: float, observations: Sequence[tuple[float, bool]], curve: Curve
+    ) -> float:
+        """Return the estimated probability that serving this entry at ``score`` is
+        wrong: the curve's rate at ``score``, moved by the entry's own labels (``W``
+        wrong at similarity ``>= score - slack``, ``C`` right at ``<= score`` times
+        ``right_weight``) as
+        ``(m * rate + W) / (m + W + C)``."""
+        g = float(curve.error[_bin(score, len(curve.error))])
         wrong = sum(1 for s, ok in observations if not ok and s >= score - self.slack)
-        right = sum(1 for s, ok in observations if ok and s <= score)
+        right = self.right_weight * sum(1 for s, ok in observations if ok and s <= score)
         m = self.prior_strength
         return (m * g + wrong) / (m + wrong + right)
 
-    def decide(
-        self, score: float, observations: Sequence[tuple[float, bool]], curve: Sequence[float]
-    ) -> tuple[str, float]:
-        """Return ``("serve" | "verify" | "skip", weight)`` for one candidate.
+    @staticmethod
+    def _serves(p: float, score: float, curve: Curve) -> bool:
+        return p < curve.rate or (p <= curve.rate and score >= curve.threshold)
 
-        ``verify`` means: run the function and label the candidate (weight is the
-        inverse of the probability of verifying it); ``skip``: below the floor.
+    def decide(
+        self, score: float, observations: Sequence[tuple[float, bool]], curve: Curve
+    ) -> tuple[str, float]:
+        """Return ``("serve" | "verify" | "explore" | "skip", weight)`` for one
+        candidate.
+
+        ``verify``: not safe to serve, run the function and label the candidate;
+        ``explore``: safe, but verified anyway (with probability ``explore_rate``);
+        ``skip``: below the floor. Served: an estimate below the cut-off, or at it
+        and at or above the threshold. The weight of a label in the shared curve is
+        1 (a bin's error rate does not depend on how often the bin is verified), or
+        0 when the curve alone would have served and the entry's own labels vetoed
+        it: such entries are never served, so their labels would only bias the
+        curve up.
         """
         if score < self.floor:
             return "skip", 1.0
-        g = curve[min(len(curve) - 1, int(score * len(curve)))] if curve else 1.0
-        p = self.p_wrong(score, observations, g)
-        limit = self.safety * self.max_error_rate
-        if p > limit:
-            return "verify", 1.0
-        rate = self.explore_rate if p <= limit / 2 else self.borderline_explore_rate
+        p = self.p_wrong(score, observations, curve)
+        if not self._serves(p, score, curve):
+            vetoed = self._serves(self.p_wrong(score, (), curve), score, curve)
+            return "verify", 0.0 if vetoed else 1.0
+        rate = self.explore_rate if p <= curve.rate / 2 else self.borderline_explore_rate
         if rate > 0 and self._rng.random() < rate:
-            return "verify", 1.0 / rate
+            return "explore", 1.0
         return "serve", 1.0
 
 
@@ -230,11 +352,12 @@ class AdaptiveSemanticCache(SemanticCache):
             if why is not None:
                 self.metrics.add("guard_rejections")
                 continue
+            self.policy.observe(cand.score)
             action, weight = self.policy.decide(cand.score, cand.observations, curve)
             if action == "serve":
                 return [cand], [], None
             cand.weight = weight
-            if weight == 1.0:
+            if action == "verify":
                 self.metrics.add("learned_rejections")
             return [], [cand], "learned"
         return [], [], "guard" if hits else "empty"
