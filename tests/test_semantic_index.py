@@ -72,6 +72,82 @@ def test_index_switches_to_hnsw_past_threshold_with_high_recall():
     assert np.mean(recall) >= 0.95
 
 
+class _HookedIndex:
+    """A FAISS index whose first ``add`` runs ``hook`` first: writes made while a
+    background rebuild is building (outside the lock)."""
+
+    def __init__(self, real, hook):
+        self._real, self._hook = real, hook
+
+    def add(self, x):
+        hook, self._hook = self._hook, None
+        if hook is not None:
+            hook()
+        return self._real.add(x)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def test_background_rebuild_carries_over_writes_made_while_it_builds():
+    rng = np.random.default_rng(5)
+    db = _unit(rng, 1400, 32)
+    keys = [f"k{i}" for i in range(len(db))]
+    index = FAISSBackend(32, hnsw_threshold=1000, ef_search=128, background_rebuild=True)
+    index.add_many(keys[:1200], db[:1200])
+    assert index.kind == "flat"  # not rebuilt inside the write...
+    assert index.rebuild_due  # ...but due
+    moved = _unit(rng, 5, 32)
+
+    def meanwhile():
+        index.add_many(keys[1200:], db[1200:])  # new rows
+        index.delete_many(keys[:100])  # deletes of rows being copied
+        index.add_many(keys[500:505], moved)  # re-adds: new vectors for old keys
+
+    make = index._new_index
+    index._new_index = lambda kind: _HookedIndex(make(kind), meanwhile)
+    assert index.rebuild() is True
+    index._new_index = make
+    assert index.kind == "hnsw"
+    assert not index.rebuild_due
+    assert index.rebuilds == 1
+    assert len(index) == 1300
+    want_db = db.copy()
+    want_db[500:505] = moved
+    live = list(range(100, 1400))
+    queries = np.vstack([_unit(rng, 60, 32), moved])
+    found = index.search_many(queries, top_k=10)
+    recall = []
+    for q, hits in zip(queries, found, strict=True):
+        got = [k for k, _ in hits]
+        assert not set(got) & set(keys[:100])  # deleted meanwhile: still deleted
+        want, _ = _brute(want_db[live], [keys[i] for i in live], q, 10)
+        recall.append(len(set(got) & set(want)) / 10)
+    assert np.mean(recall) >= 0.95
+    for i, q in enumerate(moved):  # a re-added key is found at its new vector
+        assert index.search(q, 1)[0][0] == keys[500 + i]
+
+
+def test_background_rebuild_gives_up_if_cleared_meanwhile():
+    rng = np.random.default_rng(6)
+    index = FAISSBackend(8, hnsw_threshold=50, background_rebuild=True)
+    index.add_many([f"k{i}" for i in range(60)], _unit(rng, 60, 8))
+    make = index._new_index
+    index._new_index = lambda kind: _HookedIndex(make(kind), lambda: index.clear())
+    real_clear = index.clear
+
+    def clear():  # the clear itself makes a plain index
+        index._new_index = make
+        real_clear()
+
+    index.clear = clear
+    assert index.rebuild() is False
+    assert len(index) == 0
+    assert index.kind == "flat"
+    index.add("after", _unit(rng, 1, 8)[0])
+    assert [k for k, _ in index.search(_unit(rng, 1, 8)[0], 3)] == ["after"]
+
+
 def test_vectors_expire_with_their_entries_and_re_add_replaces():
     clock = FakeClock()
     index = FAISSBackend(4, clock=clock)
@@ -226,6 +302,36 @@ def test_actor_search_equals_brute_force(cluster):
     hits, _ = index.search(queries, top_k=5)
     for q, found in zip(queries, hits, strict=True):
         assert [h[0] for h in found] == _brute(db[250:], keys[250:], q, 5)[0]
+
+
+@pytest.mark.ray
+def test_actor_switches_to_hnsw_in_the_background(fresh_cluster):
+    from omnicache_cluster.actors.semantic import SemanticIndexConfig
+    from omnicache_cluster.semantic import SemanticIndex
+
+    own = fresh_cluster(num_shards=1)
+    config = SemanticIndexConfig(namespace=own.namespace, hnsw_threshold=400, ef_search=128)
+    rng = np.random.default_rng(7)
+    db = _unit(rng, 900, 16)
+    keys = [own.key(f"b{i}", "semantic") for i in range(len(db))]
+    index = SemanticIndex(own, "bg16", 16, config=config)
+    for start in range(0, len(db), 100):  # searches keep answering between the writes
+        index.add(keys[start : start + 100], db[start : start + 100])
+        hits, _ = index.search(db[start], top_k=1)
+        assert hits[0][0][0] == keys[start]
+    index.delete(keys[:50])
+    deadline = time.monotonic() + 30
+    while index.stats().get("kinds") != {"hnsw": 1}:
+        assert time.monotonic() < deadline, index.stats()
+        time.sleep(0.1)
+    queries = _unit(rng, 30, 16)
+    recall = []
+    for q, found in zip(queries, index.search(queries, top_k=5)[0], strict=True):
+        got = [h[0] for h in found]
+        assert not set(got) & set(keys[:50])
+        want, _ = _brute(db[50:], keys[50:], q, 5)
+        recall.append(len(set(got) & set(want)) / 5)
+    assert np.mean(recall) >= 0.9
 
 
 @pytest.mark.ray

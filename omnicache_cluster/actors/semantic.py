@@ -112,6 +112,9 @@ class SemanticIndexActor:
         self._sweeper: asyncio.Task[None] | None = None
         self._last_durable_sweep = 0.0
         self._started = time.time()
+        # Indexes being rebuilt (HNSW switch, compaction) in a thread, by id.
+        self._rebuilding: set[int] = set()
+        self._rebuild_tasks: set[asyncio.Task[None]] = set()
         self._metrics = MetricsRecorder.for_config(
             config.metrics, config.namespace, "semantic-index"
         )
@@ -131,6 +134,29 @@ class SemanticIndexActor:
                 return
             await asyncio.to_thread(self._rebuild_from_store)
             self._loaded = True
+            for index in list(self._indexes.values()):
+                self._kick_rebuild(index)
+
+    def _kick_rebuild(self, index: FAISSBackend) -> None:
+        """Start the rebuild ``index`` asks for, in a thread: searches and writes go on
+        against the current index meanwhile (an HNSW build of a large index takes
+        seconds; in the event loop it would stall every caller)."""
+        if not index.rebuild_due or id(index) in self._rebuilding:
+            return
+        self._rebuilding.add(id(index))
+        task = asyncio.get_running_loop().create_task(self._rebuild(index))
+        self._rebuild_tasks.add(task)
+        task.add_done_callback(self._rebuild_tasks.discard)
+
+    async def _rebuild(self, index: FAISSBackend) -> None:
+        try:
+            await asyncio.to_thread(index.rebuild)
+        except Exception:
+            _log.exception("semantic index rebuild failed (the current index keeps serving)")
+        finally:
+            self._rebuilding.discard(id(index))
+        if index.rebuild_due and index in self._indexes.values():
+            self._kick_rebuild(index)  # more became due while it ran
 
     def _durable(self) -> Any:
         if self._store is None and self._config.qdrant is not None:
@@ -174,6 +200,7 @@ class SemanticIndexActor:
             index = self._indexes[scope]
             keys = index.expire(now)
             removed += len(keys)
+            self._kick_rebuild(index)
             obs = self._obs.get(scope)
             if obs:
                 for key in keys:
@@ -198,6 +225,7 @@ class SemanticIndexActor:
                 ef_search=cfg.ef_search,
                 max_entries=cfg.max_entries_per_index,
                 clock=self._clock,
+                background_rebuild=True,
             )
             self._indexes[scope] = index
         elif index.dim != dim:
@@ -242,6 +270,7 @@ class SemanticIndexActor:
         # (still empty) index of a new scope, and adding to that one would lose these.
         index = self._index_for(sc, mat.shape[1])
         index.add_many(list(keys), mat, expires_at=[expires] * len(keys), texts=texts)
+        self._kick_rebuild(index)
         obs = self._obs.get(sc)
         if obs:
             for key in keys:  # a re-stored entry starts again from the prior
@@ -299,6 +328,7 @@ class SemanticIndexActor:
         if index is None:
             return 0
         n = index.delete_many(keys)
+        self._kick_rebuild(index)
         obs = self._obs.get(sc)
         if obs:
             for key in keys:
@@ -362,6 +392,7 @@ class SemanticIndexActor:
             "indexes": len(scopes),
             "vectors": sum(len(self._indexes[s]) for s in scopes),
             "kinds": kinds,
+            "rebuilding": len(self._rebuilding),
             "durable": self._config.qdrant is not None,
         }
         if tenant is None:

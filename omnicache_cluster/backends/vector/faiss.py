@@ -10,6 +10,9 @@ tombstones the row: searches skip tombstones with an ``IDSelectorBitmap`` (exact
 the flat index, a filtered graph walk for HNSW), and once a quarter of the rows are
 dead the index is compacted. HNSW cannot remove vectors in place, and ``IndexIDMap2``
 with ``remove_ids`` is O(n) per delete on a flat index, so tombstones serve both.
+With ``background_rebuild`` (the index actor's setting) a due switch or compaction is
+only flagged; `FAISSBackend.rebuild`, run in another thread, builds the new index
+while the current one keeps serving, and swaps it in with the writes made meanwhile.
 
 The same class is the seed's ``FAISSBackend`` (``add``/``search``/``delete``/
 ``clear``/``close``) and the engine of each partition of the `SemanticIndexActor`.
@@ -43,6 +46,9 @@ class FAISSBackend:
         ef_search: HNSW search breadth (raised to ``top_k`` when smaller).
         max_entries: drop the oldest vectors past this many (``None``: unbounded).
         clock: wall-clock seconds, for expiry (injectable for tests).
+        background_rebuild: do not rebuild (switch to HNSW, compact) inside the write
+            that makes it due; set `rebuild_due` instead, and let the owner call
+            `rebuild` from another thread while reads and writes go on.
 
     Example:
         >>> b = FAISSBackend(dim=3)
@@ -61,6 +67,7 @@ class FAISSBackend:
         ef_search: int = 64,
         max_entries: int | None = None,
         clock: Callable[[], float] = time.time,
+        background_rebuild: bool = False,
     ) -> None:
         if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
@@ -77,6 +84,10 @@ class FAISSBackend:
         self._max_entries = max_entries
         self._clock = clock
         self._lock = threading.RLock()
+        self._background = background_rebuild
+        #: A switch to HNSW or a compaction is due (with ``background_rebuild``).
+        self.rebuild_due = False
+        self.rebuilds = 0
         self._reset()
 
     # -- state ------------------------------------------------------------------------
@@ -218,7 +229,10 @@ class FAISSBackend:
         to_hnsw = self._kind == "flat" and live >= self.hnsw_threshold
         compact = self._dead >= max(_COMPACT_MIN_DEAD, rows // 4)
         if to_hnsw or compact:
-            self._rebuild("hnsw" if live >= self.hnsw_threshold else "flat")
+            if self._background:
+                self.rebuild_due = True
+            else:
+                self._rebuild("hnsw" if live >= self.hnsw_threshold else "flat")
 
     def _rebuild(self, kind: str) -> None:
         rows = np.flatnonzero(self._live)
@@ -235,6 +249,46 @@ class FAISSBackend:
             self._live = np.ones(len(rows), dtype=bool)
             self._row_of = {k: i for i, k in enumerate(keys) if k is not None}
             self._next_expiry = float(exp.min())
+
+    def rebuild(self) -> bool:
+        """Rebuild the index (HNSW past the threshold, else exact) without its dead
+        rows, holding the lock only to copy the rows at the start and to swap at the
+        end: the build itself (seconds for a large HNSW graph) runs while others read
+        and write the current index. Rows added or deleted meanwhile are carried over.
+        Returns whether it swapped (not if the index was cleared meanwhile)."""
+        with self._lock:
+            self.rebuild_due = False
+            old = self._index
+            n0 = len(self._keys)
+            rows = np.flatnonzero(self._live[:n0])
+            kind = "hnsw" if len(rows) >= self.hnsw_threshold else "flat"
+            vecs = old.reconstruct_n(0, n0)[rows] if len(rows) else None
+        new = self._new_index(kind)
+        if vecs is not None:
+            new.add(np.ascontiguousarray(vecs, dtype=np.float32))  # FAISS drops the GIL
+        with self._lock:
+            if self._index is not old:  # cleared (or rebuilt) meanwhile
+                return False
+            n1 = len(self._keys)
+            if n1 > n0:
+                new.add(np.ascontiguousarray(old.reconstruct_n(n0, n1 - n0), dtype=np.float32))
+            keep = np.concatenate([rows, np.arange(n0, n1)]).astype(np.int64)
+            live = self._live[keep]  # deletes made meanwhile stay deleted
+            self._index, self._kind = new, kind
+            self._keys = [self._keys[r] for r in keep]
+            self._meta = [self._meta[r] for r in keep]
+            self._texts = [self._texts[r] for r in keep]
+            self._expires = self._expires[keep]
+            self._live = live
+            self._row_of = {k: i for i, k in enumerate(self._keys) if k is not None and live[i]}
+            self._dead = int(len(live) - live.sum())
+            self._bitmap = None
+            pending = self._expires[live]
+            self._next_expiry = float(pending.min()) if len(pending) else math.inf
+            self.rebuilds += 1
+            self.rebuild_due = False  # what writes meanwhile asked for is done, unless:
+            self._maybe_rebuild()
+            return True
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it was present."""
