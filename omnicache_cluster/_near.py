@@ -71,7 +71,7 @@ class NearPoller:
                 continue
             endpoint = state.endpoint_of(name, handle, self._opts)
             issued = time.monotonic()
-            since = seen[1] if seen else 0
+            since = seen[1] if seen else self._near.first_since(name)
             if endpoint is not None:  # the direct port: the reply is here already
                 try:
                     reply = endpoint.call("changes_since", since, bound)

@@ -326,9 +326,19 @@ class _ClusterState:
                     direct.append((name, positions, arg, endpoint))
                 else:
                     refs.append((name, positions, getattr(handle, batch.method).remote(arg)))
+            sent = []  # every shard's request first, then the replies: in parallel
             for name, positions, arg, endpoint in direct:
                 try:
-                    batch.feed(positions, endpoint.call(batch.method, arg, opts.call_timeout_s))
+                    sock = endpoint.send(batch.method, arg, opts.call_timeout_s)
+                except (wire.WireError, TimeoutError) as exc:
+                    state.failure = exc
+                    self.wire_failed(name, exc)
+                    batch.retry(positions)
+                else:
+                    sent.append((name, positions, endpoint, sock))
+            for name, positions, endpoint, sock in sent:
+                try:
+                    batch.feed(positions, endpoint.receive(sock, batch.method))
                 except (wire.WireError, TimeoutError) as exc:
                     state.failure = exc
                     self.wire_failed(name, exc)

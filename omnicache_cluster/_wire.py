@@ -69,11 +69,13 @@ class Endpoint:
         Raises:
             WireError: the connection failed (the caller falls back to Ray).
             TimeoutError: no reply within ``timeout``.
+            ValueError, TypeError, RemoteError: the shard's method raised.
         """
-        return self.call_many([(method, arg)], timeout)[0]
+        return self.receive(self.send(method, arg, timeout), method)
 
-    def call_many(self, calls: list[tuple[str, Any]], timeout: float) -> list[Any]:
-        """Send every call, then read every reply, on one connection."""
+    def send(self, method: str, arg: Any, timeout: float) -> socket.socket:
+        """Send one request on a pooled connection; `receive` takes its reply (so one
+        thread can have a request in flight at several shards at once)."""
         with self._lock:
             sock = self._idle.pop() if self._idle else None
         try:
@@ -81,29 +83,34 @@ class Endpoint:
                 sock = self._connect(timeout)
             else:
                 sock.settimeout(timeout)
-            sock.sendall(b"".join(wire.pack([i, m, a]) for i, (m, a) in enumerate(calls)))
-            replies: list[Any] = [None] * len(calls)
-            for _ in calls:
-                rid, status, result = wire.recv_frame(sock)
-                if status != wire.OK:
-                    _raise_remote(self.shard, calls[rid][0], result)
-                replies[rid] = result
-        except (OSError, ValueError) as exc:
+            sock.sendall(wire.pack([0, method, arg]))
+        except OSError as exc:
             if sock is not None:
                 sock.close()
-            if isinstance(exc, TimeoutError | wire.WireError):
-                raise
-            raise wire.WireError(f"shard {self.shard} direct port: {exc}") from exc
-        except BaseException:
+            raise self._failure(exc) from exc
+        return sock
+
+    def receive(self, sock: socket.socket, method: str) -> Any:
+        """Read the reply to the request `send` sent on ``sock``."""
+        try:
+            _rid, status, result = wire.recv_frame(sock)
+        except (OSError, ValueError, TypeError) as exc:  # closed, timed out, malformed
             sock.close()
-            raise
+            raise self._failure(exc) from exc
         with self._lock:
             if len(self._idle) < POOL_SIZE and not self.closed:
                 self._idle.append(sock)
-                sock = None
+                sock = None  # type: ignore[assignment]
         if sock is not None:
             sock.close()
-        return replies
+        if status != wire.OK:
+            _raise_remote(self.shard, method, result)
+        return result
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, TimeoutError | wire.WireError):
+            return exc
+        return wire.WireError(f"shard {self.shard} direct port: {exc}")
 
     # -- async -----------------------------------------------------------------------
 

@@ -96,6 +96,37 @@ def test_change_log_reports_each_slots_last_change():
     assert log.since(5)[2] is None  # ahead of the log: a different shard process
 
 
+def test_a_later_shard_process_numbers_above_an_earlier_one():
+    old = ChangeLog(incarnation="a", start=1_000)
+    for slot in (1, 2, 3):
+        old.record(slot)
+    assert old.seq == 1_003
+    assert old.since(1_001) == ("a", 1_003, [(2, 1_002), (3, 1_003)])
+    new = ChangeLog(incarnation="b", start=2_000)
+    for slot in range(5):
+        new.record(slot)
+    # Asking the new process for the changes after the old number: a gap, never a
+    # list that would be read against numbers of another process.
+    assert new.since(old.seq)[2] is None
+
+
+def test_a_first_poll_keeps_own_writes_whose_slots_did_not_change():
+    clock = [100.0]
+    near = NearCache(NearCacheOptions(staleness_s=5.0), clock=lambda: clock[0])
+    near.put("mine", b"v1", "s0", slot=1, seq=50)  # written here, acknowledged as 50
+    near.put("later", b"v2", "s0", slot=2, seq=60)  # written here; slot 2 changes at 61
+    near.put("read", b"v3", "s0", slot=3, generation=near.generation("s0"))  # number unknown
+    near.put("other", b"v4", "s1", slot=1, seq=10)
+    assert near.first_since("s0") == 50
+    assert near.first_since("nobody") == 0
+    near.apply_poll("s0", issued_at=100.0, incarnation="x", seq=61, changes=[(2, 61)])
+    assert near.get("mine") == b"v1"
+    assert near.get("later") is None  # changed after the write
+    assert near.get("read") is None  # read before any poll: dropped
+    near.apply_poll("s0", 100.0, "x", 61, None)  # a gap: everything of the shard goes
+    assert near.get("mine") is None
+
+
 def test_own_writes_survive_the_next_poll(cluster):
     near = _near(cluster)
     state = cluster._state

@@ -93,7 +93,7 @@ class ShardActor(ShardLeases, ShardMigration, ShardWire):
     def __init__(self, config: ShardConfig, epoch: int = 0, members: Sequence[str] = ()) -> None:
         self._config = config
         # Every change is numbered per slot, so other processes' near-caches learn it.
-        self._changes = ChangeLog(incarnation=uuid.uuid4().hex)
+        self._changes = ChangeLog(incarnation=uuid.uuid4().hex, start=time.time_ns() // 1000)
         self._store = LRUStore(config.max_bytes, config.max_entries, on_change=self._changed)
         self._requests = 0
         # A restarted shard runs this again with the same config: it reconnects to L2

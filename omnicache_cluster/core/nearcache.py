@@ -36,15 +36,19 @@ class ChangeLog:
     Args:
         capacity: how many changes are remembered; older ones make a gap.
         incarnation: tells a poller that this is a new shard process.
+        start: the number before the first change. A shard starts from the time in
+            microseconds, so a later process of the same shard numbers every change
+            above any number an earlier one handed out: a poll that asks a new process
+            for the changes after an old number always finds a gap.
     """
 
     __slots__ = ("_log", "capacity", "incarnation", "seq")
 
-    def __init__(self, capacity: int = 65_536, incarnation: str = "") -> None:
+    def __init__(self, capacity: int = 65_536, incarnation: str = "", start: int = 0) -> None:
         self._log: deque[int] = deque(maxlen=capacity)
         self.capacity = capacity
         self.incarnation = incarnation
-        self.seq = 0
+        self.seq = start
 
     def record(self, slot: int) -> None:
         """Number one change of ``slot``."""
@@ -230,6 +234,14 @@ class NearCache:
         state = self._shards.get(shard)
         return None if state is None else (state[0], state[1])
 
+    def first_since(self, shard: str) -> int:
+        """The change number a first poll of ``shard`` asks from: the lowest one this
+        process's own writes of it carry (0 if none), so that those survive the poll
+        unless their slots changed since."""
+        with self._lock:
+            seqs = [e.seq for e in self._data.values() if e.shard == shard and e.seq >= 0]
+        return min(seqs) if seqs else 0
+
     def apply_poll(
         self,
         shard: str,
@@ -243,11 +255,14 @@ class NearCache:
         mark the shard fresh as of ``issued_at``."""
         with self._lock:
             old = self._shards.get(shard)
-            if old is None or old[0] != incarnation or changes is None:
+            if (old is not None and old[0] != incarnation) or changes is None:
                 for key in [k for k, e in self._data.items() if e.shard == shard]:
                     self._drop(key)
             else:
                 data = self._data
+                if old is None:  # a first poll: keep only values whose number is known
+                    for key in [k for k, e in data.items() if e.shard == shard and e.seq < 0]:
+                        self._drop(key)
                 for slot, last in changes:
                     for key in list(self._by_slot.get((shard, slot), ())):
                         if data[key].seq < last:
