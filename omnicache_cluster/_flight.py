@@ -198,6 +198,14 @@ def get_or_compute(
 
     skey = client.key(key, layer)
     faults = _cache_faults()
+    if _lookup_first(client):  # a hit costs a direct get (or nothing), not a lease call
+        try:
+            data = client._lookup_raw(skey, layer)
+        except faults as exc:
+            record_fault("get", exc)
+            return _store(client, skey, fn(), ttl, tags)
+        if data is not None and (value := _decode_or_miss(client, data)) is not MISS:
+            return value  # type: ignore[no-any-return]
     timeout = _lease_timeout(client, wait_timeout)
     try:
         args = (skey, lease_ttl, wait_timeout)
@@ -238,6 +246,13 @@ def get_or_compute(
     finally:
         _KEEPER.remove(site, skey, token)
         _finish(client, site, on_shard, skey, token, outcome, ttl, tags)
+
+
+def _lookup_first(client: CacheCluster) -> bool:
+    """Whether a lookup is cheap enough to try before the lease call: over the direct
+    port (tens of microseconds) or from the near-cache, not as one more Ray call."""
+    opts = client.options
+    return opts.fast_path or opts.near_cache is not None
 
 
 def _guarded(call: Callable[..., Any], *args: Any) -> Any:
@@ -314,6 +329,14 @@ async def aget_or_compute(
     """See `CacheCluster.aget_or_compute`."""
     skey = client.key(key, layer)
     faults = _cache_faults()
+    if _lookup_first(client):  # see `get_or_compute`
+        try:
+            data = await client._alookup_raw(skey, layer)
+        except faults as exc:
+            record_fault("get", exc)
+            return await _astore(client, skey, await _call(fn), ttl, tags)
+        if data is not None and (value := _decode_or_miss(client, data)) is not MISS:
+            return value  # type: ignore[no-any-return]
     timeout = _lease_timeout(client, wait_timeout)
     try:
         args = (skey, lease_ttl, wait_timeout)

@@ -682,6 +682,24 @@ class CacheCluster:
                 return self._decode(near_fetch(self, near, skey), default)
         return self._decode(self._raw_get(skey), default)
 
+    def _lookup_raw(self, skey: str, layer: str) -> bytes | None:
+        """The stored envelope of ``skey``: near-cache first when ``layer`` has one."""
+        if self._options.near_cache is not None:
+            near = near_for(self, layer)
+            if near is not None:
+                entry = near.lookup(skey)
+                return entry.data if entry is not None else near_fetch(self, near, skey)
+        return self._raw_get(skey)
+
+    async def _alookup_raw(self, skey: str, layer: str) -> bytes | None:
+        """Async `_lookup_raw`."""
+        if self._options.near_cache is not None:
+            near = near_for(self, layer)
+            if near is not None:
+                entry = near.lookup(skey)
+                return entry.data if entry is not None else await anear_fetch(self, near, skey)
+        return await self._araw_get(skey)
+
     def _thread_batcher(self) -> ThreadBatcher:
         state = self._state
         if state.thread_batcher is None:

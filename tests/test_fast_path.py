@@ -7,6 +7,7 @@ import asyncio
 import socket
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import msgpack
 import pytest
@@ -255,3 +256,35 @@ def test_frame_helpers_reject_bad_input():
         wire.frame_length(struct.pack(">I", 300), limit=256)
     body = msgpack.packb([1, "get", "k"], use_bin_type=True)
     assert wire.pack([1, "get", "k"]) == struct.pack(">I", len(body)) + body
+
+
+def test_get_or_compute_hits_cost_no_ray_call(cluster):
+    calls = []
+    assert cluster.get_or_compute("goc", lambda: calls.append(1) or "v") == "v"
+    before_direct, before_all = _counts(cluster)
+    for _ in range(5):
+        assert cluster.get_or_compute("goc", lambda: calls.append(1) or "other") == "v"
+    assert asyncio.run(cluster.aget_or_compute("goc", lambda: "other")) == "v"
+    after_direct, after_all = _counts(cluster)
+    assert calls == [1]
+    assert after_direct - before_direct == 6  # one direct get per hit
+    assert after_all - before_all - 2 == 6  # ...and nothing else (2: the stats call)
+
+
+def test_get_or_compute_miss_still_single_flight_over_the_direct_port(cluster):
+    import threading
+
+    computed = []
+    gate = threading.Event()
+
+    def slow():
+        gate.wait(5)
+        computed.append(1)
+        return "once"
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(cluster.get_or_compute, "sf", slow) for _ in range(8)]
+        time.sleep(0.3)
+        gate.set()
+        assert [f.result() for f in futures] == ["once"] * 8
+    assert computed == [1]

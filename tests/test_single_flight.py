@@ -245,9 +245,15 @@ def test_get_or_compute_fails_open_when_the_cache_is_down(fresh_cluster, ray_ses
     (shard,) = cluster._state.ring.members
     ray.kill(cluster._state.handle_of(shard), no_restart=True)
     wait_shard_gone(cluster, shard)
+    gets_before = FAULTS["get"]
     assert cluster.get_or_compute("warm", lambda: "shard down") == "shard down"
-    assert FAULTS["lease"] > after_coordinator
+    # The lookup before the lease (over the direct port) is what finds the shard gone;
+    # via Ray calls only, the lease call would.
+    assert FAULTS["get"] > gets_before or FAULTS["lease"] > after_coordinator
     assert FAULTS["set"] > 0
+    ray_only = cluster.with_options(fast_path=False)
+    assert ray_only.get_or_compute("warm", lambda: "shard down") == "shard down"
+    assert FAULTS["lease"] > after_coordinator
 
 
 def test_tenant_isolation_through_every_public_method(cluster):
