@@ -191,6 +191,7 @@ class NearCache:
         size = len(key) + len(data)
         opts = self.options
         with self._lock:
+            self.last_used = self._clock()  # a write is a use: the poller stays
             if generation is not None:
                 if generation[0] != self.generation(shard)[0]:
                     return False
