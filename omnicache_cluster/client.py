@@ -17,7 +17,7 @@ import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from omnicache_cluster._batching import ThreadBatcher, async_batcher
@@ -82,6 +82,20 @@ class ClientOptions:
     near_cache: NearCacheOptions | None = None
     batching: bool = True
     fast_path: bool = field(default_factory=wire.enabled_here)
+
+    def __hash__(self) -> int:
+        # Hashed on every batched call (options group the batches): computed once.
+        try:
+            return self._hash  # type: ignore[attr-defined,no-any-return]
+        except AttributeError:
+            h = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", h)
+            return h
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_hash", None)  # recomputed in the receiving process
+        return state
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_value_bytes, int) or self.max_value_bytes <= 0:

@@ -87,7 +87,8 @@ class ShardWire:
             rid, method, arg = request
             if method not in wire.METHODS:
                 raise ValueError(f"not a direct-port method: {method!r}")
-            self.wire_requests += 1
+            if method != "changes_since":  # data calls only, not near-cache polls
+                self.wire_requests += 1
             result = await getattr(self, method)(arg)
             frame = wire.pack([rid, wire.OK, result])
         except Exception as exc:  # the caller gets it, like a Ray call's error

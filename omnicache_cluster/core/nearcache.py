@@ -155,9 +155,10 @@ class NearCache:
         """Return the near entry of ``key`` (its ``data``, and ``value`` when kept
         decoded) if it is there and its shard is fresh."""
         with self._lock:
-            self.last_used = self._clock()
+            self.last_used = now = self._clock()
             entry = self._data.get(key)
-            if entry is None or not self._fresh(entry.shard):
+            state = None if entry is None else self._shards.get(entry.shard)
+            if state is None or now - state[2] >= self.options.staleness_s:
                 self.misses += 1
                 return None
             self._data.move_to_end(key)

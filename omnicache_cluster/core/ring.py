@@ -28,10 +28,25 @@ DEFAULT_SLOTS: Final = 16384
 _MASK64: Final = (1 << 64) - 1
 
 
+# Hashes of recent keys: a request hashes its key several times on the way (route,
+# slot, near-cache), and hot keys come back. Bounded; cleared when full.
+_MEMO: dict[str | bytes, int] = {}
+_MEMO_ENTRIES: Final = 65_536
+
+
 def key_hash(key: str | bytes) -> int:
     """Return the stable unsigned 64-bit hash of ``key``."""
+    try:
+        return _MEMO[key]
+    except KeyError:
+        pass
     data = key.encode() if isinstance(key, str) else key
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    h = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    if len(_MEMO) >= _MEMO_ENTRIES:
+        _MEMO.clear()
+    if len(data) <= 512:
+        _MEMO[key] = h
+    return h
 
 
 def key_slot(key: str | bytes, num_slots: int = DEFAULT_SLOTS) -> int:
@@ -74,6 +89,7 @@ class Ring:
     epoch: int = 1
     num_slots: int = DEFAULT_SLOTS
     _table: np.ndarray = field(init=False, repr=False, compare=False)
+    _owners: list[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -84,6 +100,8 @@ class Ring:
             raise ValueError(f"num_slots must be positive, got {self.num_slots!r}")
         object.__setattr__(self, "members", tuple(self.members))
         object.__setattr__(self, "_table", _assign(self.members, self.num_slots))
+        # The same table as a list of ints: indexing it is cheaper than a numpy scalar.
+        object.__setattr__(self, "_owners", self._table.tolist())
 
     def slot(self, key: str | bytes) -> int:
         """Return the slot of ``key``."""
@@ -91,7 +109,7 @@ class Ring:
 
     def owner_index(self, key: str | bytes) -> int:
         """Return the index in `members` of the shard that owns ``key``."""
-        return int(self._table[key_hash(key) % self.num_slots])
+        return self._owners[key_hash(key) % self.num_slots]
 
     def owner(self, key: str | bytes) -> str:
         """Return the name of the shard that owns ``key``."""
