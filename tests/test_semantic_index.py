@@ -171,6 +171,8 @@ def test_max_entries_drops_the_oldest():
         index.add(f"k{i}", [1.0, i / 10])
     assert len(index) == 3
     assert sorted(k for k, _ in index.search([1.0, 0.0], 5)) == ["k2", "k3", "k4"]
+    assert index.take_evicted() == ["k0", "k1"]  # for the owner's durable copy
+    assert index.take_evicted() == []
 
 
 @pytest.mark.parametrize(
@@ -332,6 +334,36 @@ def test_actor_switches_to_hnsw_in_the_background(fresh_cluster):
         want, _ = _brute(db[50:], keys[50:], q, 5)
         recall.append(len(set(got) & set(want)) / 5)
     assert np.mean(recall) >= 0.9
+
+
+@pytest.mark.ray
+def test_vectors_dropped_past_max_entries_leave_qdrant_too(fresh_cluster, tmp_path):
+    from omnicache_cluster.actors.semantic import SemanticIndexConfig
+    from omnicache_cluster.backends.vector.qdrant import QdrantBackend, QdrantConfig
+    from omnicache_cluster.semantic import SemanticIndex
+
+    own = fresh_cluster(num_shards=1)
+    qcfg = QdrantConfig(path=str(tmp_path / "qdrant"), collection="trim")
+    config = SemanticIndexConfig(namespace=own.namespace, qdrant=qcfg, max_entries_per_index=5)
+    rng = np.random.default_rng(8)
+    keys = [own.key(f"t{i}", "semantic") for i in range(8)]
+    index = SemanticIndex(own, "m8", 8, config=config)
+    for key, vec in zip(keys, _unit(rng, 8, 8), strict=True):
+        index.add([key], vec)
+    assert index.stats()["vectors"] == 5
+    own.shutdown(stop_ray=False)
+    deadline = time.monotonic() + 30
+    while True:  # local mode: one process at a time; wait for the actor to let go
+        try:
+            store = QdrantBackend(qcfg)
+            break
+        except RuntimeError:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    try:
+        assert sorted(r.key for r in store.scan()) == sorted(keys[3:])
+    finally:
+        store.close()
 
 
 @pytest.mark.ray

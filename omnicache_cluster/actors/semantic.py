@@ -173,12 +173,16 @@ class SemanticIndexActor:
             groups.setdefault(record.scope, []).append(record)
             count += 1
         for scope, records in groups.items():
-            self._index_for(scope, len(records[0].vector)).add_many(
+            index = self._index_for(scope, len(records[0].vector))
+            index.add_many(
                 [r.key for r in records],
                 np.stack([np.asarray(r.vector, dtype=np.float32) for r in records]),
                 expires_at=[r.expires_at for r in records],
                 texts=[r.text for r in records],
             )
+            evicted = index.take_evicted()  # a copy written before a smaller limit
+            if evicted:
+                store.delete_keys(evicted)
         _log.info("semantic index rebuilt %d vectors in %d scopes from Qdrant", count, len(groups))
 
     async def _sweep_loop(self) -> None:
@@ -271,10 +275,13 @@ class SemanticIndexActor:
         index = self._index_for(sc, mat.shape[1])
         index.add_many(list(keys), mat, expires_at=[expires] * len(keys), texts=texts)
         self._kick_rebuild(index)
+        evicted = index.take_evicted()  # past max_entries_per_index: the oldest went
         obs = self._obs.get(sc)
         if obs:
-            for key in keys:  # a re-stored entry starts again from the prior
+            for key in [*keys, *evicted]:  # a re-stored entry starts again from the prior
                 obs.pop(key, None)
+        if evicted and self._config.qdrant is not None:  # nor are they rebuilt later
+            await asyncio.to_thread(self._durable().delete_keys, evicted)
         return len(keys)
 
     async def search(

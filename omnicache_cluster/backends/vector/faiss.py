@@ -102,6 +102,7 @@ class FAISSBackend:
         self._live = np.empty(0, dtype=bool)
         self._row_of: dict[str, int] = {}
         self._dead = 0
+        self._evicted: list[str] = []
         self._bitmap: np.ndarray | None = None
         self._next_expiry = math.inf
 
@@ -221,7 +222,17 @@ class FAISSBackend:
             return
         excess = len(self._row_of) - self._max_entries
         for row in np.flatnonzero(self._live)[:excess]:  # rows are in insertion order
+            key = self._keys[int(row)]
+            if key is not None:
+                self._evicted.append(key)
             self._tombstone_row(int(row))
+
+    def take_evicted(self) -> list[str]:
+        """Return (and forget) the keys dropped by ``max_entries`` since the last call,
+        so that an owner can drop them from its durable copy too."""
+        with self._lock:
+            out, self._evicted = self._evicted, []
+            return out
 
     def _maybe_rebuild(self) -> None:
         live = len(self._row_of)
@@ -241,7 +252,9 @@ class FAISSBackend:
         meta = [self._meta[r] for r in rows]
         texts = [self._texts[r] for r in rows]
         exp = self._expires[rows]
+        evicted = self._evicted
         self._reset(kind)
+        self._evicted = evicted
         if vecs is not None:
             self._index.add(np.ascontiguousarray(vecs, dtype=np.float32))
             self._keys, self._meta, self._texts = keys, meta, texts
