@@ -367,6 +367,40 @@ def test_vectors_dropped_past_max_entries_leave_qdrant_too(fresh_cluster, tmp_pa
 
 
 @pytest.mark.ray
+def test_searches_use_the_index_actors_direct_port(cluster):
+    import asyncio
+
+    from omnicache_cluster.actors.remote import SEMANTIC_INDEX_NAME
+    from omnicache_cluster.semantic import SemanticIndex
+
+    rng = np.random.default_rng(9)
+    db = _unit(rng, 50, 12)
+    keys = [cluster.key(f"w{i}", "semantic") for i in range(len(db))]
+    index = SemanticIndex(cluster, "wire12", 12)
+    index.add(keys, db)
+    before = index.stats()["direct_requests"]
+    hits, prior = index.search(db[:3], top_k=2, with_stats=True)
+    assert [h[0][0] for h in hits] == keys[:3]
+    assert isinstance(prior, tuple)
+    assert len(prior) == 3
+    ahits, _ = asyncio.run(index.asearch(db[3], top_k=1))
+    assert ahits[0][0][0] == keys[3]
+    assert index.stats()["direct_requests"] == before + 2
+    plain = SemanticIndex(cluster.with_options(fast_path=False), "wire12", 12)
+    assert [h[0][0] for h in plain.search(db[:3], top_k=1)[0]] == keys[:3]
+    assert index.stats()["direct_requests"] == before + 2  # that one went through Ray
+    endpoint = cluster._state.endpoints[SEMANTIC_INDEX_NAME]
+    scope = list(index.scope())
+    with pytest.raises(ValueError, match="float32"):  # bytes that do not fit the shape
+        endpoint.call("wire_search", [scope, b"\0" * 10, 1, 12, 1, False], 5.0)
+    nan = np.full((1, 12), np.nan, dtype=np.float32).tobytes()
+    with pytest.raises(ValueError, match=r"NaN|finite"):  # the same checks as a Ray call
+        endpoint.call("wire_search", [scope, nan, 1, 12, 1, False], 5.0)
+    with pytest.raises(ValueError, match="top_k"):  # checked before sending
+        index.search(db[0], top_k=0)
+
+
+@pytest.mark.ray
 def test_index_rebuilds_from_qdrant_after_a_restart(fresh_cluster, ray_session, tmp_path):
     from omnicache_cluster.actors.remote import SEMANTIC_INDEX_NAME
     from omnicache_cluster.actors.semantic import SemanticIndexConfig

@@ -1,10 +1,10 @@
-"""The shard side of the direct data port (see `omnicache_cluster.core.wire`).
+"""The actor side of the direct data port (see `omnicache_cluster.core.wire`).
 
-`ShardWire` is mixed into `ShardActor`: ``wire_endpoint()`` (a Ray call) opens the
-port on first use, in the actor's own event loop, and returns where it is and the
-token to present. Requests run the same methods as Ray calls, concurrently, so the
-counters, the ring checks (*moved*), L2 and the change log behave the same whichever
-way a call arrives.
+`ShardWire` is mixed into `ShardActor` (and `SemanticIndexActor`, for its searches):
+``wire_endpoint()`` (a Ray call) opens the port on first use, in the actor's own event
+loop, and returns where it is and the token to present. Requests run the same methods
+as Ray calls, concurrently, so the counters, the ring checks (*moved*), L2 and the
+change log behave the same whichever way a call arrives.
 """
 
 from __future__ import annotations
@@ -23,10 +23,15 @@ _log = logging.getLogger(__name__)
 
 #: How long a new connection may take to present its token.
 HELLO_TIMEOUT_S = 10.0
+#: Replies waiting to be sent on one connection before its requests are read no more.
+MAX_UNSENT = 64 * 1024 * 1024
 
 
 class ShardWire:
-    """Serves `wire.METHODS` of the shard on a TCP port of its node."""
+    """Serves ``_wire_methods`` of the actor (one argument each) on a TCP port of its
+    node."""
+
+    _wire_methods: frozenset[str] = wire.METHODS
 
     _wire_server: asyncio.AbstractServer | None = None
     _wire_token: bytes = b""
@@ -74,6 +79,8 @@ class ShardWire:
                 task = asyncio.get_running_loop().create_task(self._wire_one(writer, request))
                 self._wire_tasks.add(task)
                 task.add_done_callback(self._wire_tasks.discard)
+                if writer.transport.get_write_buffer_size() > MAX_UNSENT:
+                    await writer.drain()  # a client that does not read: stop reading it
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass  # the client went away, or never said hello
         except wire.WireError as exc:
@@ -85,7 +92,7 @@ class ShardWire:
         rid = -1
         try:
             rid, method, arg = request
-            if method not in wire.METHODS:
+            if method not in self._wire_methods:
                 raise ValueError(f"not a direct-port method: {method!r}")
             if method != "changes_since":  # data calls only, not near-cache polls
                 self.wire_requests += 1

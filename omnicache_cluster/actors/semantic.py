@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from omnicache_cluster.actors._wire_server import ShardWire
 from omnicache_cluster.backends.vector.base import IndexScope, VectorRecord, check_vectors
 from omnicache_cluster.backends.vector.faiss import FAISSBackend
 from omnicache_cluster.backends.vector.qdrant import QdrantConfig
@@ -95,8 +96,11 @@ class _Prior:
         self.squares[b] += weight * weight
 
 
-class SemanticIndexActor:
-    """Vector indexes per scope, expiry, learned statistics, optional Qdrant copy."""
+class SemanticIndexActor(ShardWire):
+    """Vector indexes per scope, expiry, learned statistics, optional Qdrant copy;
+    searches are also served on a direct port (`ShardWire`, method ``wire_search``)."""
+
+    _wire_methods = frozenset({"wire_search"})
 
     def __init__(
         self, config: SemanticIndexConfig, *, clock: Callable[[], float] = time.time
@@ -325,6 +329,20 @@ class SemanticIndexActor:
             )
         return hits, prior
 
+    async def wire_search(self, arg: Sequence[Any]) -> Any:
+        """`search` on the direct port: ``[scope, float32 bytes, rows, dim, top_k,
+        with_stats]`` (msgpack carries no numpy arrays).
+
+        Raises:
+            ValueError: the bytes do not hold ``rows`` x ``dim`` float32 values, or bad
+                vectors.
+        """
+        scope, data, rows, dim, top_k, with_stats = arg
+        if not isinstance(data, bytes) or len(data) != 4 * int(rows) * int(dim):
+            raise ValueError(f"expected {rows}x{dim} float32 values")
+        vectors = np.frombuffer(data, dtype=np.float32).reshape(int(rows), int(dim))
+        return await self.search(scope, vectors, int(top_k), bool(with_stats))
+
     async def delete(self, scope: Sequence[str], keys: Sequence[str]) -> int:
         """Remove the vectors of ``keys`` from ``scope``; return how many were there."""
         await self._ready()
@@ -400,6 +418,7 @@ class SemanticIndexActor:
             "vectors": sum(len(self._indexes[s]) for s in scopes),
             "kinds": kinds,
             "rebuilding": len(self._rebuilding),
+            "direct_requests": self.wire_requests,
             "durable": self._config.qdrant is not None,
         }
         if tenant is None:

@@ -125,7 +125,56 @@ class SemanticIndex:
             return handle
 
     def _forget(self) -> None:
+        from omnicache_cluster.actors.remote import SEMANTIC_INDEX_NAME
+
         _HANDLES.pop(self._cluster.namespace, None)
+        self._cluster._state.drop_endpoints(SEMANTIC_INDEX_NAME)
+
+    @staticmethod
+    def _wire_arg(scope: Any, mat: np.ndarray, top_k: int, with_stats: bool) -> list[Any]:
+        import numpy as np
+
+        mat = np.ascontiguousarray(mat, dtype=np.float32)
+        return [list(scope), mat.tobytes(), mat.shape[0], mat.shape[1], top_k, with_stats]
+
+    @staticmethod
+    def _wire_reply(reply: Any) -> tuple[list[list[Hit]], Any]:
+        hits, prior = reply
+        return hits, (None if prior is None else tuple(prior))
+
+    def _search(self, scope: Any, mat: np.ndarray, top_k: int, with_stats: bool) -> Any:
+        from omnicache_cluster.actors.remote import SEMANTIC_INDEX_NAME
+        from omnicache_cluster.core.wire import WireError
+
+        state, opts = self._cluster._state, self._cluster.options
+        if opts.fast_path:  # the index actor's direct port: no Ray call per lookup
+            endpoint = state.endpoint_of(SEMANTIC_INDEX_NAME, self._handle(), opts)
+            if endpoint is not None:
+                arg = self._wire_arg(scope, mat, top_k, with_stats)
+                try:
+                    return self._wire_reply(endpoint.call("wire_search", arg, opts.call_timeout_s))
+                except (WireError, TimeoutError) as exc:  # through Ray from now on
+                    state.wire_failed(SEMANTIC_INDEX_NAME, exc)
+        return self._call("search", scope, mat, top_k, with_stats)
+
+    async def _asearch(self, scope: Any, mat: np.ndarray, top_k: int, with_stats: bool) -> Any:
+        from omnicache_cluster.actors.remote import SEMANTIC_INDEX_NAME
+        from omnicache_cluster.core.wire import WireError
+
+        state, opts = self._cluster._state, self._cluster.options
+        if opts.fast_path:
+            handle = _HANDLES.get(self._cluster.namespace)
+            if handle is None:
+                handle = await asyncio.to_thread(self._handle)
+            endpoint = await state.aendpoint_of(SEMANTIC_INDEX_NAME, handle, opts)
+            if endpoint is not None:
+                arg = self._wire_arg(scope, mat, top_k, with_stats)
+                try:
+                    reply = await endpoint.acall("wire_search", arg, opts.call_timeout_s)
+                    return self._wire_reply(reply)
+                except (WireError, TimeoutError) as exc:
+                    state.wire_failed(SEMANTIC_INDEX_NAME, exc)
+        return await self._acall("search", scope, mat, top_k, with_stats)
 
     def _call(self, method: str, *args: Any) -> Any:
         import ray
@@ -224,14 +273,21 @@ class SemanticIndex:
         Raises:
             ValueError: a bad vector or ``top_k``.
         """
-        return self._call("search", self.scope(context), self.check(vectors), top_k, with_stats)
+        self._check_top_k(top_k)
+        return self._search(self.scope(context), self.check(vectors), top_k, with_stats)
 
     async def asearch(
         self, vectors: Any, top_k: int = 4, *, context: str = "", with_stats: bool = False
     ) -> tuple[list[list[Hit]], Any]:
         """Async `search`."""
         mat = self.check(vectors)
-        return await self._acall("search", self.scope(context), mat, top_k, with_stats)
+        self._check_top_k(top_k)
+        return await self._asearch(self.scope(context), mat, top_k, with_stats)
+
+    @staticmethod
+    def _check_top_k(top_k: Any) -> None:
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
 
     def delete(self, keys: Sequence[str], *, context: str = "") -> int:
         """Remove the vectors of ``keys``; return how many were indexed."""
