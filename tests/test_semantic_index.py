@@ -128,6 +128,39 @@ def test_background_rebuild_carries_over_writes_made_while_it_builds():
         assert index.search(q, 1)[0][0] == keys[500 + i]
 
 
+def test_background_rebuild_copies_a_burst_of_new_rows_outside_the_lock():
+    rng = np.random.default_rng(10)
+    db = _unit(rng, 6200, 16)
+    keys = [f"b{i}" for i in range(len(db))]
+    index = FAISSBackend(16, hnsw_threshold=1000, background_rebuild=True)
+    index.add_many(keys[:1100], db[:1100])
+    rounds = []
+    make = index._new_index
+
+    def burst():  # more new rows than are carried over under the lock
+        index.add_many(keys[1100:], db[1100:])
+
+    def hooked(kind):
+        real = _HookedIndex(make(kind), burst)
+        original_add = real.add
+
+        def add(x):
+            rounds.append(len(x))
+            return original_add(x)
+
+        real.add = add
+        return real
+
+    index._new_index = hooked
+    assert index.rebuild() is True
+    index._new_index = make
+    assert rounds == [1100, 5100]  # the snapshot, then the burst in a round of its own
+    assert index.kind == "hnsw"
+    assert len(index) == 6200
+    for i in (0, 1099, 1100, 6199):
+        assert index.search(db[i], 1)[0][0] == keys[i]
+
+
 def test_background_rebuild_gives_up_if_cleared_meanwhile():
     rng = np.random.default_rng(6)
     index = FAISSBackend(8, hnsw_threshold=50, background_rebuild=True)

@@ -33,6 +33,9 @@ from omnicache_cluster.backends.vector.base import MAX_TEXT_CHARS, check_vectors
 __all__ = ["FAISSBackend"]
 
 _COMPACT_MIN_DEAD = 1024
+#: A background rebuild carries over at most this many new rows under the lock; more
+#: are copied outside it first.
+_CATCH_UP_UNDER_LOCK = 4096
 
 
 class FAISSBackend:
@@ -265,43 +268,55 @@ class FAISSBackend:
 
     def rebuild(self) -> bool:
         """Rebuild the index (HNSW past the threshold, else exact) without its dead
-        rows, holding the lock only to copy the rows at the start and to swap at the
-        end: the build itself (seconds for a large HNSW graph) runs while others read
-        and write the current index. Rows added or deleted meanwhile are carried over.
-        Returns whether it swapped (not if the index was cleared meanwhile)."""
+        rows, holding the lock only to copy rows and to swap: the build itself (seconds
+        for a large HNSW graph) runs while others read and write the current index.
+        Rows added meanwhile are copied in rounds outside the lock until few are left,
+        then carried over under it; rows deleted meanwhile stay deleted. Returns whether
+        it swapped (not if the index was cleared meanwhile)."""
         with self._lock:
             self.rebuild_due = False
             old = self._index
             n0 = len(self._keys)
-            rows = np.flatnonzero(self._live[:n0])
-            kind = "hnsw" if len(rows) >= self.hnsw_threshold else "flat"
-            vecs = old.reconstruct_n(0, n0)[rows] if len(rows) else None
+            keep = np.flatnonzero(self._live[:n0])
+            kind = "hnsw" if len(keep) >= self.hnsw_threshold else "flat"
+            vecs = old.reconstruct_n(0, n0)[keep] if len(keep) else None
         new = self._new_index(kind)
         if vecs is not None:
             new.add(np.ascontiguousarray(vecs, dtype=np.float32))  # FAISS drops the GIL
-        with self._lock:
-            if self._index is not old:  # cleared (or rebuilt) meanwhile
-                return False
-            n1 = len(self._keys)
-            if n1 > n0:
-                new.add(np.ascontiguousarray(old.reconstruct_n(n0, n1 - n0), dtype=np.float32))
-            keep = np.concatenate([rows, np.arange(n0, n1)]).astype(np.int64)
-            live = self._live[keep]  # deletes made meanwhile stay deleted
-            self._index, self._kind = new, kind
-            self._keys = [self._keys[r] for r in keep]
-            self._meta = [self._meta[r] for r in keep]
-            self._texts = [self._texts[r] for r in keep]
-            self._expires = self._expires[keep]
-            self._live = live
-            self._row_of = {k: i for i, k in enumerate(self._keys) if k is not None and live[i]}
-            self._dead = int(len(live) - live.sum())
-            self._bitmap = None
-            pending = self._expires[live]
-            self._next_expiry = float(pending.min()) if len(pending) else math.inf
-            self.rebuilds += 1
-            self.rebuild_due = False  # what writes meanwhile asked for is done, unless:
-            self._maybe_rebuild()
-            return True
+        while True:
+            with self._lock:
+                if self._index is not old:  # cleared (or rebuilt) meanwhile
+                    return False
+                n1 = len(self._keys)
+                if n1 - n0 <= _CATCH_UP_UNDER_LOCK:
+                    if n1 > n0:
+                        extra = old.reconstruct_n(n0, n1 - n0)
+                        new.add(np.ascontiguousarray(extra, dtype=np.float32))
+                        keep = np.concatenate([keep, np.arange(n0, n1)])
+                    self._swap(new, kind, keep.astype(np.int64))
+                    return True
+                extra = old.reconstruct_n(n0, n1 - n0)
+            # Many rows came in meanwhile: add them outside the lock, then look again.
+            new.add(np.ascontiguousarray(extra, dtype=np.float32))
+            keep = np.concatenate([keep, np.arange(n0, n1)])
+            n0 = n1
+
+    def _swap(self, new: Any, kind: str, keep: np.ndarray) -> None:
+        live = self._live[keep]  # deletes made meanwhile stay deleted
+        self._index, self._kind = new, kind
+        self._keys = [self._keys[r] for r in keep]
+        self._meta = [self._meta[r] for r in keep]
+        self._texts = [self._texts[r] for r in keep]
+        self._expires = self._expires[keep]
+        self._live = live
+        self._row_of = {k: i for i, k in enumerate(self._keys) if k is not None and live[i]}
+        self._dead = int(len(live) - live.sum())
+        self._bitmap = None
+        pending = self._expires[live]
+        self._next_expiry = float(pending.min()) if len(pending) else math.inf
+        self.rebuilds += 1
+        self.rebuild_due = False  # what writes meanwhile asked for is done, unless:
+        self._maybe_rebuild()
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it was present."""
