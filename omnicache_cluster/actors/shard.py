@@ -110,6 +110,7 @@ class ShardActor(ShardLeases, ShardMigration, ShardWire):
         self._owned = np.zeros(config.num_slots, dtype=bool)
         self._tenant_counts: dict[str, list[int]] = {}
         self._layer_counts: dict[str, dict[str, list[int]]] = {}  # tenant -> layer -> counts
+        self._count_refs: dict[str, tuple[list[int], list[int]]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._ring_lock: asyncio.Lock | None = None
         self._quota_gen = 0
@@ -224,15 +225,19 @@ class ShardActor(ShardLeases, ShardMigration, ShardWire):
                 _log.exception("expiry sweep failed on shard %s", self._config.name)
 
     def _count(self, key: str, field: int) -> None:
-        counts = self._tenant_counts.get(tenant := _tenant_of(key))
-        if counts is None:
-            counts = self._tenant_counts[tenant] = [0, 0, 0]
-        counts[field] += 1
-        by_layer = self._layer_counts.setdefault(tenant, {})
-        counts = by_layer.get(layer := _layer_of(key))
-        if counts is None:
-            counts = by_layer[layer] = [0, 0, 0]
-        counts[field] += 1
+        # The counters of a key's tenant and layer, found by its ``ns:tenant:layer``
+        # prefix (parsed once per prefix, not per call).
+        prefix = key[: key.rfind(":")]
+        pair = self._count_refs.get(prefix)
+        if pair is None:
+            tenant = _tenant_of(key)
+            by_tenant = self._tenant_counts.setdefault(tenant, [0, 0, 0])
+            by_layer = self._layer_counts.setdefault(tenant, {})
+            pair = (by_tenant, by_layer.setdefault(_layer_of(key), [0, 0, 0]))
+            if len(self._count_refs) < 10_000:
+                self._count_refs[prefix] = pair
+        pair[0][field] += 1
+        pair[1][field] += 1
 
     # -- data -----------------------------------------------------------------------
 
