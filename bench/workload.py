@@ -355,8 +355,10 @@ async def _trace_loop(
 def _close_near(client: Any) -> dict[str, int] | None:
     """Stop this process's near-cache poller (worker processes are reused by the next
     phase) and return its counters. There is no public API for either (see the report)."""
+    from omnicache_cluster._near import near_of
+
     state = client._state
-    near = state.near
+    near = near_of(client)
     out = None if near is None else {"hits": near.hits, "misses": near.misses}
     state.close()
     return out
@@ -400,7 +402,9 @@ def run_worker(spec: dict[str, Any], worker: int, barrier: Any) -> dict[str, Any
                 check(get(mix.idx[0]))
             warm(get)
             if spec.get("near"):
-                near = spec["client"]._state.near  # the process's near-cache: hit counter
+                from omnicache_cluster._near import near_of
+
+                near = near_of(spec["client"])  # the process's near-cache: hit counter
                 probe = (lambda: near.hits) if near is not None else None
             start, end = wait_start()
             rec = Recorder(start, spec["seconds"], spec["window"])

@@ -1,8 +1,10 @@
 """The client side of the near-cache: the poller thread and the near get/put paths.
 
 See `omnicache_cluster.core.nearcache` for the guarantee. One `NearCache` and one
-poller thread exist per cluster per process, shared by every client of that cluster
-in the process (their keys carry their tenant, so tenants stay apart).
+poller thread exist per cluster and `NearCacheOptions` per process, shared by every
+client of that cluster in the process with those options (their keys carry their
+tenant, so tenants stay apart); each keeps its own staleness bound. A write, delete or
+invalidation drops the key from the process's other near-caches.
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ class NearPoller:
     def _retire(self) -> None:
         # Unused for a while (say, a Ray worker whose task ended): stop polling the
         # shards; the next near get starts afresh.
-        with self._state.lock:
-            if self._state.near is self._near:
-                self._state.near = None
-                self._state.near_poller = None
+        state, options = self._state, self._near.options
+        with state.lock:
+            if state.nears.get(options) is self._near:
+                del state.nears[options]
+                state.near_pollers.pop(options, None)
         self._stop.set()
 
     def stop(self) -> None:
@@ -112,14 +115,27 @@ def near_for(client: CacheCluster, layer: str) -> NearCache | None:
     if options is None or not options.covers(layer):
         return None
     state = client._state
-    near = state.near
+    near = state.nears.get(options)
     if near is None:
         with state.lock:
-            if state.near is None:
-                state.near = NearCache(options)
-                state.near_poller = NearPoller(state, state.near, client._options)
-            near = state.near
-    return near
+            near = state.nears.get(options)
+            if near is None:
+                near = state.nears[options] = NearCache(options)
+                state.near_pollers[options] = NearPoller(state, near, client._options)
+    return near  # type: ignore[no-any-return]
+
+
+def near_of(client: CacheCluster) -> NearCache | None:
+    """Return the near-cache ``client``'s options use in this process, if it exists."""
+    options = client._options.near_cache
+    return None if options is None else client._state.nears.get(options)
+
+
+def near_drop(client: CacheCluster, skeys: list[str], keep: NearCache | None = None) -> None:
+    """Drop ``skeys`` from every near-cache of the process but ``keep``."""
+    for near in list(client._state.nears.values()):
+        if near is not keep:
+            near.drop(skeys)
 
 
 def near_get(client: CacheCluster, near: NearCache, skey: str) -> bytes | None:
@@ -165,6 +181,7 @@ async def anear_fetch(client: CacheCluster, near: NearCache, skey: str) -> bytes
 def near_put_many(client: CacheCluster, near: NearCache, items: list[Any], seqs: list[Any]) -> None:
     """After an acknowledged write, keep its values near (read-your-writes); ``seqs``
     are the shards' change numbers right after each write."""
+    near_drop(client, [item[0] for item in items], keep=near)  # other clients' copies
     ring = client._state.ring
     if ring is None:
         return
@@ -175,6 +192,5 @@ def near_put_many(client: CacheCluster, near: NearCache, items: list[Any], seqs:
 
 def near_sync(client: CacheCluster) -> None:
     """After an invalidation or a flush, poll now, so this process sees it at once."""
-    poller = client._state.near_poller
-    if poller is not None:
+    for poller in list(client._state.near_pollers.values()):
         poller.poll_once()

@@ -121,8 +121,9 @@ class _ClusterState:
         self.coordinator: Any = None
         self.cluster_id = ""
         self.lock = threading.Lock()
-        self.near: Any = None  # NearCache, created by the first client that uses one
-        self.near_poller: Any = None
+        # Near-caches and their pollers by NearCacheOptions (see `omnicache_cluster._near`).
+        self.nears: dict[Any, Any] = {}
+        self.near_pollers: dict[Any, Any] = {}
         self.thread_batcher: Any = None
         # Direct ports (`omnicache_cluster.core.wire`): shard -> Endpoint, or None where
         # the shard has none; and when a shard whose port failed may be tried again.
@@ -132,10 +133,10 @@ class _ClusterState:
 
     def close(self) -> None:
         """Stop background work of this state (near-cache polling, connections)."""
-        if self.near_poller is not None:
-            self.near_poller.stop()
-        self.near_poller = None
-        self.near = None
+        for poller in list(self.near_pollers.values()):
+            poller.stop()
+        self.near_pollers = {}
+        self.nears = {}
         self.drop_endpoints()
 
     # -- direct ports ------------------------------------------------------------------
@@ -239,8 +240,8 @@ class _ClusterState:
                 self.coordinator = coordinator
                 self.cluster_id = cluster_id
                 ring = None
-                if self.near is not None:  # nothing cached near belongs to the new cluster
-                    self.near.drop_where(lambda _key, _tags: True)
+                for near in list(self.nears.values()):  # nothing near is the new cluster's
+                    near.drop_where(lambda _key, _tags: True)
             if ring is None or epoch > ring.epoch:
                 ring = Ring(tuple(members), epoch, num_slots)
                 self.ring = ring

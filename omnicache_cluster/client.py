@@ -21,7 +21,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from omnicache_cluster._batching import ThreadBatcher, async_batcher
-from omnicache_cluster._near import anear_fetch, near_fetch, near_for, near_put_many, near_sync
+from omnicache_cluster._near import (
+    anear_fetch,
+    near_drop,
+    near_fetch,
+    near_for,
+    near_put_many,
+    near_sync,
+)
 from omnicache_cluster._routing import _Batch, _ClusterState, drop_state, state_for
 from omnicache_cluster.config import L2Config, OmnicacheSettings
 from omnicache_cluster.core import wire
@@ -1162,23 +1169,23 @@ class CacheCluster:
         return await self._state.arun(_Batch(method, keys, args), self._options)
 
     def _near_written(self, layer: str, items: list[Any], seqs: list[Any]) -> None:
-        if self._options.near_cache is not None:
-            near = near_for(self, layer)
-            if near is not None:
-                near_put_many(self, near, items, seqs)
+        near = near_for(self, layer) if self._options.near_cache is not None else None
+        if near is not None:
+            near_put_many(self, near, items, seqs)
+        elif self._state.nears:  # other clients of this process: read-your-writes
+            near_drop(self, [item[0] for item in items])
 
     def _near_deleted(self, skeys: list[str]) -> None:
-        near = self._state.near
-        if near is not None:
-            near.drop(skeys)
+        if self._state.nears:
+            near_drop(self, skeys)
 
     def _near_changed(self) -> None:
         """After an invalidation or flush: poll the change logs now (read-your-writes)."""
-        if self._state.near is not None:
+        if self._state.nears:
             near_sync(self)
 
     async def _anear_changed(self) -> None:
-        if self._state.near is not None:
+        if self._state.nears:
             await asyncio.to_thread(near_sync, self)
 
     def _stats_arg(self) -> str | None:

@@ -13,6 +13,7 @@ import msgpack
 import pytest
 
 from omnicache_cluster import MISS
+from omnicache_cluster._near import near_of
 from omnicache_cluster.client import ClientOptions
 from omnicache_cluster.core import wire
 
@@ -219,7 +220,7 @@ def test_near_hits_of_immutable_values_are_kept_decoded(cluster, value):
     near = cluster.with_options(near_cache=NearCacheOptions(staleness_s=30.0))
     near.set("imm", value)
     deadline = time.monotonic() + 10
-    while near._state.near is None or near._state.near.lookup(near.key("imm")) is None:
+    while near_of(near) is None or near_of(near).lookup(near.key("imm")) is None:
         assert near.get("imm") == value  # until the first poll made the shards fresh
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -227,7 +228,7 @@ def test_near_hits_of_immutable_values_are_kept_decoded(cluster, value):
     second = near.get("imm")
     assert first == value
     assert second == value
-    entry = near._state.near.lookup(near.key("imm"))
+    entry = near_of(near).lookup(near.key("imm"))
     assert entry is not None
     assert entry.value == value
     assert entry.value is not NO_VALUE
@@ -240,7 +241,7 @@ def test_near_hits_of_mutable_values_are_fresh_copies(cluster):
     near = cluster.with_options(near_cache=NearCacheOptions(staleness_s=30.0))
     near.set("mut", {"a": [1]})
     deadline = time.monotonic() + 10
-    while near._state.near is None or near._state.near.lookup(near.key("mut")) is None:
+    while near_of(near) is None or near_of(near).lookup(near.key("mut")) is None:
         assert near.get("mut") == {"a": [1]}
         assert time.monotonic() < deadline
         time.sleep(0.05)

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from omnicache_cluster import MISS
+from omnicache_cluster._near import near_of
 from omnicache_cluster.core.nearcache import ChangeLog, NearCache, NearCacheOptions
 
 pytestmark = pytest.mark.ray
@@ -34,7 +35,7 @@ def other_process(ray_session):
             return self.client.get(key)
 
         def near_stats(self):
-            near = self.client._state.near
+            near = near_of(self.client)
             if near is None:  # not created before the first near get
                 return {"hits": 0, "entries": 0}
             return {"hits": near.hits, "entries": len(near)}
@@ -131,16 +132,35 @@ def test_own_writes_survive_the_next_poll(cluster):
     near = _near(cluster)
     state = cluster._state
     near.set("own", "v")
+    cache = near_of(near)
     shard = state.ring.owner(near.key("own"))
-    written = state.near._data[near.key("own")].seq  # the shard's number of the write
+    written = cache._data[near.key("own")].seq  # the shard's number of the write
     deadline = time.monotonic() + 5
     # Wait for a poll that reports the write (it may have come in already).
-    while (state.near.last_seq(shard) or ("", -1))[1] < written:
+    while (cache.last_seq(shard) or ("", -1))[1] < written:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    hits = state.near.hits
+    hits = cache.hits
     assert near.get("own") == "v"
-    assert state.near.hits == hits + 1
+    assert cache.hits == hits + 1
+
+
+def test_clients_with_other_options_keep_their_own_bounds(cluster):
+    slow = cluster.with_options(near_cache=NearCacheOptions(staleness_s=60.0))
+    fast = _near(cluster)
+    slow.set("k", "old")
+    assert slow.get("k") == "old"
+    fast.set("k", "new")  # drops the key from the other near-cache of this process
+    assert slow.get("k") == "new"
+    assert near_of(slow) is not near_of(fast)
+    assert near_of(slow).options.staleness_s == 60.0
+    assert near_of(fast).options.staleness_s == BOUND
+    plain = cluster.with_options(near_cache=None)
+    plain.set("k", "plain")  # a client without a near-cache: read-your-writes too
+    assert slow.get("k") == "plain"
+    assert fast.get("k") == "plain"
+    plain.delete("k")
+    assert slow.get("k") is MISS
 
 
 def test_writer_reads_its_own_writes_at_once(cluster):
@@ -169,7 +189,7 @@ def test_near_hits_do_not_leave_the_process(cluster):
     near.set("hot", "value")
     state = cluster._state
     deadline = time.monotonic() + 5
-    while state.near.last_seq(state.ring.owner(near.key("hot"))) is None:
+    while near_of(near).last_seq(state.ring.owner(near.key("hot"))) is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     before = sum(s["requests"] for s in cluster.stats()["shards"])
