@@ -93,6 +93,7 @@ def test_env_switch_turns_it_off(monkeypatch):
     monkeypatch.setenv("OMNICACHE_FAST_PATH", "1")
     monkeypatch.setenv("RAY_USE_TLS", "1")
     assert ClientOptions().fast_path is False  # plaintext port: not next to Ray's TLS
+    assert not wire.enabled_here()  # what a shard checks before it opens the port
     monkeypatch.delenv("RAY_USE_TLS")
     assert ClientOptions().fast_path is True
 
@@ -289,3 +290,13 @@ def test_get_or_compute_miss_still_single_flight_over_the_direct_port(cluster):
         gate.set()
         assert [f.result() for f in futures] == ["once"] * 8
     assert computed == [1]
+
+
+def test_a_shard_under_ray_tls_opens_no_port(monkeypatch):
+    from omnicache_cluster.actors._wire_server import ShardWire
+
+    monkeypatch.setenv("RAY_USE_TLS", "1")
+    assert asyncio.run(ShardWire().wire_endpoint()) is None
+    monkeypatch.delenv("RAY_USE_TLS")
+    monkeypatch.setenv("OMNICACHE_FAST_PATH", "0")
+    assert asyncio.run(ShardWire().wire_endpoint()) is None
