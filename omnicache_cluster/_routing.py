@@ -283,6 +283,22 @@ class _ClusterState:
 
     # -- sync ------------------------------------------------------------------------
 
+    def coordinator_call(self, method: str, *args: Any, opts: ClientOptions) -> Any:
+        """Call the coordinator's ``method`` (an idempotent one), retrying while it
+        restarts (Ray fails the first call after a restart) until the retry deadline."""
+        import ray
+        from ray.exceptions import ActorUnavailableError
+
+        deadline = time.monotonic() + opts.retry_deadline_s
+        while True:
+            ref = getattr(self.coordinator_handle(), method).remote(*args)
+            try:
+                return ray.get(ref, timeout=opts.retry_deadline_s)
+            except ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
     def refresh_ring(self, opts: ClientOptions) -> Ring:
         """Fetch the ring from the coordinator and adopt it if newer."""
         import ray

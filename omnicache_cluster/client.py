@@ -946,26 +946,19 @@ class CacheCluster:
             PermissionError: called on a tenant-scoped client.
         """
         _no_running_loop("set_tenant_quota")
-        import ray
-
         self._require_admin("set_tenant_quota")
         validate_part("tenant", tenant)
         if quota is not None and not isinstance(quota, TenantQuota):
             raise TypeError(f"quota must be a TenantQuota or None, got {quota!r}")
-        coord = self._state.coordinator_handle()
-        ref = coord.set_tenant_quota.remote(tenant, quota)
-        ray.get(ref, timeout=self._options.retry_deadline_s)
+        self._state.coordinator_call("set_tenant_quota", tenant, quota, opts=self._options)
 
     def tenant_quota(self, tenant: str | None = None) -> TenantQuota | None:
         """Return the quota of ``tenant`` (this client's tenant by default)."""
         _no_running_loop("tenant_quota")
-        import ray
-
         name = self._tenant if tenant is None else tenant
         if name != self._tenant:
             self._require_admin("tenant_quota of another tenant")
-        coord = self._state.coordinator_handle()
-        quotas = ray.get(coord.tenant_quotas.remote(), timeout=self._options.call_timeout_s)
+        quotas = self._state.coordinator_call("tenant_quotas", opts=self._options)
         return quotas.get(name)  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, Any]:
