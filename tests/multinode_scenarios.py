@@ -146,18 +146,25 @@ def node_failure(cluster: Any, placement: str, redis_url: str | None) -> dict[st
     from omnicache_cluster import MISS, CacheCluster, ClientOptions, L2Config
 
     l2 = None if redis_url is None else L2Config(url=redis_url, key_prefix=f"mn{os.getpid()}:")
-    cache = CacheCluster.start(
-        num_shards=3,
-        namespace=f"mn-{placement}",
-        placement=placement,
-        coordinator_options={"resources": {"head": 0.01}},
-        l2=l2,
-        options=ClientOptions(call_timeout_s=2.0, retry_deadline_s=150.0),
-        metrics=False,
-    )
-    try:
+    head = cluster.head_node.node_id
+    for attempt in range(5):
+        cache = CacheCluster.start(
+            num_shards=3,
+            namespace=f"mn-{placement}-{attempt}",
+            placement=placement,
+            coordinator_options={"resources": {"head": 0.01}},
+            l2=l2,
+            options=ClientOptions(call_timeout_s=2.0, retry_deadline_s=150.0),
+            metrics=False,
+        )
         where = _where(ray, cache)
-        head = cluster.head_node.node_id
+        if any(node != head for node in where.values()):
+            break
+        # SPREAD is best effort: Ray may put every shard on the head node, and then no
+        # worker node holds one to kill. Start again.
+        _log(f"{placement}: every shard on the head node (attempt {attempt + 1}); again")
+        cache.shutdown(stop_ray=False)
+    try:
         dead_node = next(node for node in where.values() if node != head)
         worker = next(w for w in cluster.worker_nodes if w.node_id == dead_node)
         # Every shard of that node dies with it ("spread" may have put two there).
