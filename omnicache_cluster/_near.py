@@ -138,14 +138,6 @@ def near_drop(client: CacheCluster, skeys: list[str], keep: NearCache | None = N
             near.drop(skeys)
 
 
-def near_get(client: CacheCluster, near: NearCache, skey: str) -> bytes | None:
-    """A get through the near-cache: a near hit, or a remote get that fills it."""
-    data = near.get(skey)
-    if data is not None:
-        return data
-    return near_fetch(client, near, skey)
-
-
 def near_fetch(client: CacheCluster, near: NearCache, skey: str) -> bytes | None:
     """The remote get of a near miss, keeping what it reads near."""
     ring = client._state.current_ring(client._options)
@@ -159,21 +151,13 @@ def near_fetch(client: CacheCluster, near: NearCache, skey: str) -> bytes | None
     return data
 
 
-async def anear_get(client: CacheCluster, near: NearCache, skey: str) -> bytes | None:
-    """Async `near_get`."""
-    data = near.get(skey)
-    if data is not None:
-        return data
-    return await anear_fetch(client, near, skey)
-
-
 async def anear_fetch(client: CacheCluster, near: NearCache, skey: str) -> bytes | None:
     """Async `near_fetch`."""
     ring = await client._state.acurrent_ring(client._options)
     shard = ring.owner(skey)
     generation = near.generation(shard)
     data = await client._araw_get(skey)
-    if data is not None and client._state.ring is ring:  # see near_get
+    if data is not None and client._state.ring is ring:  # see near_fetch
         near.put(skey, data, shard, ring.slot(skey), (), generation)
     return data
 
@@ -181,7 +165,8 @@ async def anear_fetch(client: CacheCluster, near: NearCache, skey: str) -> bytes
 def near_put_many(client: CacheCluster, near: NearCache, items: list[Any], seqs: list[Any]) -> None:
     """After an acknowledged write, keep its values near (read-your-writes); ``seqs``
     are the shards' change numbers right after each write."""
-    near_drop(client, [item[0] for item in items], keep=near)  # other clients' copies
+    if len(client._state.nears) > 1:  # other clients' copies in this process
+        near_drop(client, [item[0] for item in items], keep=near)
     ring = client._state.ring
     if ring is None:
         return

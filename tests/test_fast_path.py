@@ -293,10 +293,10 @@ def test_get_or_compute_miss_still_single_flight_over_the_direct_port(cluster):
 
 
 def test_a_shard_under_ray_tls_opens_no_port(monkeypatch):
-    from omnicache_cluster.actors._wire_server import ShardWire
+    from omnicache_cluster.actors._wire_server import WireServer
 
     monkeypatch.setenv("RAY_USE_TLS", "1")
-    assert asyncio.run(ShardWire().wire_endpoint()) is None
+    assert asyncio.run(WireServer().wire_endpoint()) is None
     monkeypatch.delenv("RAY_USE_TLS")
     monkeypatch.setenv("OMNICACHE_FAST_PATH", "0")
-    assert asyncio.run(ShardWire().wire_endpoint()) is None
+    assert asyncio.run(WireServer().wire_endpoint()) is None

@@ -1,6 +1,6 @@
 """The actor side of the direct data port (see `omnicache_cluster.core.wire`).
 
-`ShardWire` is mixed into `ShardActor` (and `SemanticIndexActor`, for its searches):
+`WireServer` is mixed into `ShardActor` (and `SemanticIndexActor`, for its searches):
 ``wire_endpoint()`` (a Ray call) opens the port on first use, in the actor's own event
 loop, and returns where it is and the token to present. Requests run the same methods
 as Ray calls, concurrently, so the counters, the ring checks (*moved*), L2 and the
@@ -17,7 +17,7 @@ from typing import Any
 
 from omnicache_cluster.core import wire
 
-__all__ = ["ShardWire"]
+__all__ = ["WireServer"]
 
 _log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ HELLO_TIMEOUT_S = 10.0
 MAX_UNSENT = 64 * 1024 * 1024
 
 
-class ShardWire:
+class WireServer:
     """Serves ``_wire_methods`` of the actor (one argument each) on a TCP port of its
     node."""
 

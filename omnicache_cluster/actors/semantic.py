@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from omnicache_cluster.actors._wire_server import ShardWire
+from omnicache_cluster.actors._wire_server import WireServer
 from omnicache_cluster.backends.vector.base import IndexScope, VectorRecord, check_vectors
 from omnicache_cluster.backends.vector.faiss import FAISSBackend
 from omnicache_cluster.backends.vector.qdrant import QdrantConfig
@@ -96,9 +96,9 @@ class _Prior:
         self.squares[b] += weight * weight
 
 
-class SemanticIndexActor(ShardWire):
+class SemanticIndexActor(WireServer):
     """Vector indexes per scope, expiry, learned statistics, optional Qdrant copy;
-    searches are also served on a direct port (`ShardWire`, method ``wire_search``)."""
+    searches are also served on a direct port (`WireServer`, method ``wire_search``)."""
 
     _wire_methods = frozenset({"wire_search"})
 

@@ -28,7 +28,7 @@ import numpy as np
 from omnicache_cluster.actors._l2 import ShardL2
 from omnicache_cluster.actors._leases import ShardLeases
 from omnicache_cluster.actors._migration import ShardMigration
-from omnicache_cluster.actors._wire_server import ShardWire
+from omnicache_cluster.actors._wire_server import WireServer
 from omnicache_cluster.backends.base import Record
 from omnicache_cluster.config import L2Config
 from omnicache_cluster.core.nearcache import ChangeLog
@@ -84,11 +84,11 @@ def _layer_dicts(counts: dict[str, list[int]]) -> dict[str, dict[str, int]]:
     return {layer: dict(zip(names, c, strict=True)) for layer, c in counts.items()}
 
 
-class ShardActor(ShardLeases, ShardMigration, ShardWire):
+class ShardActor(ShardLeases, ShardMigration, WireServer):
     """One shard of the cache: an `LRUStore` plus slot ownership under a ring epoch,
     the single-flight leases of its keys (`ShardLeases`) and live slot migration
     (`ShardMigration`); its data methods are also served on a direct TCP port
-    (`ShardWire`)."""
+    (`WireServer`)."""
 
     def __init__(self, config: ShardConfig, epoch: int = 0, members: Sequence[str] = ()) -> None:
         self._config = config
