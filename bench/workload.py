@@ -107,6 +107,7 @@ PROMPT = "[{:06d}] You are a support agent. Summarise this customer ticket and p
 # Systems of the mixed workload: name -> (loop kind, how the get p50 is meant).
 REDIS = "redis-py GET/SET"
 REDIS_PIPE = f"redis-py pipelined x{PIPELINE}"
+REDIS_MGET = f"redis-py MGET({BATCH})"
 BARE = "bare ray actor (async) — floor"
 BARE_BATCH = f"bare ray actor get_many({BATCH}) — floor"
 CLUSTER = "cluster sync (batching=False)"
@@ -484,6 +485,12 @@ def _chunk_ops(
             return pipe.execute()
 
         return pipelined, lambda i: r.get(names[i])
+    if system == REDIS_MGET:
+        import redis
+
+        r = redis.Redis(host="127.0.0.1", port=spec["redis_port"])
+        closers.append(r.close)
+        return (lambda ks, _ws, _vs: r.mget([names[k] for k in ks])), (lambda i: r.get(names[i]))
     if system == CLUSTER_BATCH:
         c = spec["client"]
         return (lambda ks, _ws, _vs: c.get_many([names[k] for k in ks])), (
@@ -1107,11 +1114,21 @@ def run_default(args: argparse.Namespace, cfg: dict[str, Any], report: dict[str,
 def run_scaling(args: argparse.Namespace, cfg: dict[str, Any], report: dict[str, Any]) -> None:
     import ray
 
+    from bench._servers import start_redis_server, stop
     from omnicache_cluster import CacheCluster
 
     cpus = float(os.cpu_count() or 2)
     shard_counts = [int(s) for s in args.scaling_shards.split(",")]
     rows: list[dict[str, Any]] = []
+    redis_proc = redis_port = rclient = None
+    if not args.no_redis:
+        import redis
+
+        # One redis-server (single-threaded) as the anchor, preloaded once.
+        redis_proc, redis_port = start_redis_server()
+        rclient = redis.Redis(host="127.0.0.1", port=redis_port)
+        preload(cfg, redis_client=rclient)
+        print(f"redis-server on 127.0.0.1:{redis_port}, preloaded", flush=True)
     ray.init(
         num_cpus=int(cpus),
         include_dashboard=False,
@@ -1136,12 +1153,18 @@ def run_scaling(args: argparse.Namespace, cfg: dict[str, Any], report: dict[str,
                 client = cluster.with_options(batching=False)
                 base = {"cfg": cfg, "seconds": args.seconds, "reads_only": True}
                 base["cfg"] = {**cfg, "read_fraction": 1.0}  # dict lookups only
+                base["redis_port"] = redis_port
                 specs = [
                     {"system": CLUSTER, "kind": "sync", "client": client},
                     {"system": BARE, "kind": "sync", "actors": actors},
                     {"system": CLUSTER_BATCH, "kind": "chunk", "chunk": BATCH, "client": client},
                     {"system": BARE_BATCH, "kind": "chunk", "chunk": BATCH, "actors": actors},
                 ]
+                if redis_port is not None:
+                    specs += [
+                        {"system": REDIS, "kind": "sync"},
+                        {"system": REDIS_MGET, "kind": "chunk", "chunk": BATCH},
+                    ]
                 phases = Phases(workers, cpus, WINDOW_S)
                 phases.run({**base, **specs[0], "seconds": 0.2})  # warm the processes
                 phases.raw.clear()
@@ -1162,6 +1185,8 @@ def run_scaling(args: argparse.Namespace, cfg: dict[str, Any], report: dict[str,
                     "bare_get_p50_us": res[BARE]["get_p50_us"],
                     "cluster_get_many_keys_per_s": res[CLUSTER_BATCH]["ops_per_s_window_median"],
                     "bare_get_many_keys_per_s": res[BARE_BATCH]["ops_per_s_window_median"],
+                    "redis_get_calls_per_s": res.get(REDIS, {}).get("ops_per_s_window_median"),
+                    "redis_mget_keys_per_s": res.get(REDIS_MGET, {}).get("ops_per_s_window_median"),
                     "ref_bare_get_calls_per_s": REF_SINGLE.get(s),
                     "ref_bare_get_many_keys_per_s": REF_BATCH.get(s),
                     "detail": res,
@@ -1181,6 +1206,7 @@ def run_scaling(args: argparse.Namespace, cfg: dict[str, Any], report: dict[str,
                     ray.kill(a, no_restart=True)
     finally:
         ray.shutdown()
+        stop(redis_proc)
     report["scaling"] = rows
     print(
         f"\nscaling: {cfg['keys']:,} keys Zipf({ZIPF_S}), reads only, values "
@@ -1190,8 +1216,8 @@ def run_scaling(args: argparse.Namespace, cfg: dict[str, Any], report: dict[str,
     )
     head = (
         f"{'shards':>6} {'workers':>7} | {'cluster get/s':>13} {'bare get/s':>11} "
-        f"{'ratio':>6} {'ref bare':>9} | {'cluster keys/s':>14} {'bare keys/s':>12} "
-        f"{'ratio':>6} {'ref bare':>9}"
+        f"{'ratio':>6} {'ref bare':>9} {'redis GET/s':>11} | {'cluster keys/s':>14} "
+        f"{'bare keys/s':>12} {'ratio':>6} {'ref bare':>9} {'redis MGET':>11}"
     )
     print(head)
     print("-" * len(head))
@@ -1199,15 +1225,19 @@ def run_scaling(args: argparse.Namespace, cfg: dict[str, Any], report: dict[str,
     def ref(v: float | None) -> str:
         return f"{v:9,.0f}" if v else f"{'-':>9}"
 
+    def num(v: float | None, width: int) -> str:
+        return f"{v:{width},.0f}" if v else f"{'-':>{width}}"
+
     for r in rows:
         print(
             f"{r['shards']:6} {r['workers']:7} | {r['cluster_get_calls_per_s']:13,.0f} "
             f"{r['bare_get_calls_per_s']:11,.0f} "
             f"{r['cluster_get_calls_per_s'] / r['bare_get_calls_per_s']:6.2f} "
-            f"{ref(r['ref_bare_get_calls_per_s'])} | {r['cluster_get_many_keys_per_s']:14,.0f} "
+            f"{ref(r['ref_bare_get_calls_per_s'])} {num(r['redis_get_calls_per_s'], 11)} | "
+            f"{r['cluster_get_many_keys_per_s']:14,.0f} "
             f"{r['bare_get_many_keys_per_s']:12,.0f} "
             f"{r['cluster_get_many_keys_per_s'] / r['bare_get_many_keys_per_s']:6.2f} "
-            f"{ref(r['ref_bare_get_many_keys_per_s'])}"
+            f"{ref(r['ref_bare_get_many_keys_per_s'])} {num(r['redis_mget_keys_per_s'], 11)}"
         )
 
 
