@@ -4,6 +4,7 @@ and never needed for correctness (every failure falls back to Ray calls)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 import time
@@ -300,3 +301,109 @@ def test_a_shard_under_ray_tls_opens_no_port(monkeypatch):
     monkeypatch.delenv("RAY_USE_TLS")
     monkeypatch.setenv("OMNICACHE_FAST_PATH", "0")
     assert asyncio.run(WireServer().wire_endpoint()) is None
+
+
+def _direct_of(cluster, name: str) -> int:
+    """Direct-port data requests one shard has read so far."""
+    return next(s["direct_requests"] for s in cluster.stats()["shards"] if s["shard"] == name)
+
+
+def test_a_client_that_does_not_read_is_read_no_more_and_still_gets_every_reply(cluster):
+    """The 64 MiB valve: a client that pipelines gets of a large value and reads no
+    reply makes the shard stop reading its connection (bounded replies queued, its
+    socket blocks), other clients are served meanwhile, and once it reads, every
+    request it sent gets its complete reply."""
+    import select
+
+    from omnicache_cluster.actors._wire_server import MAX_UNSENT
+
+    value = os.urandom(4 * 1024 * 1024)  # incompressible: each reply is 4 MiB
+    size = len(cluster._ser.dumps(value))
+    cluster.set("big", value)
+    ring = cluster._state.current_ring(cluster._options)
+    owner = ring.owner(cluster.key("big"))
+    small = next(f"s{i}" for i in range(1000) if ring.owner(cluster.key(f"s{i}")) == owner)
+    cluster.set(small, "still served")
+    host, port, token = _endpoint(cluster, owner)
+    # What the kernel's socket buffers may hold of the replies (the shard's send buffer,
+    # this side's receive buffer), beyond the shard's own queue.
+    slack = 16 * 1024 * 1024
+    most_read = (MAX_UNSENT + slack) // size + 1  # gets the shard may take in
+    n_gets = most_read + 4  # ~100 MiB of replies at most, in one pipelined write
+    # Padding: requests the shard answers with a short error, to fill the socket buffers
+    # once it stops reading (filling them with gets would ask for GiBs of replies if
+    # the valve did not hold). Their cap is far over the kernel's buffers.
+    pad = b"p" * (1024 * 1024)
+    pad_frames = 64
+    total = n_gets + pad_frames
+    before = _direct_of(cluster, owner)
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1024 * 1024)
+        sock.settimeout(5)
+        sock.connect((host, port))
+        gets = b"".join(wire.pack([i, "get", cluster.key("big")]) for i in range(n_gets))
+        sock.sendall(wire.pack(token) + gets)
+        # Pad, without reading, until no byte more has gone out for a second.
+        sock.setblocking(False)
+        sent, rest = n_gets, memoryview(b"")
+        last_progress = time.monotonic()
+        while sent < total or rest:
+            if not rest:
+                rest = memoryview(wire.pack([sent, "no-such-method", pad]))
+            try:
+                k = sock.send(rest)
+            except BlockingIOError:
+                if time.monotonic() - last_progress > 1.0:
+                    break  # the shard reads this connection no more
+                select.select([], [sock], [], 0.05)
+                continue
+            rest = rest[k:]
+            last_progress = time.monotonic()
+            if not rest:
+                sent += 1
+        assert sent < total, "the shard kept reading a client that reads no reply"
+
+        # (a) Other clients are served meanwhile (Ray calls, and the same direct port).
+        started = time.monotonic()
+        read_in = _direct_of(cluster, owner) - before
+        assert cluster.get(small) == "still served"
+        assert cluster.get("big") == value
+        assert time.monotonic() - started < 5.0
+        # (b) It stopped reading once about MAX_UNSENT of replies were queued, not
+        # after taking in every get it was sent (~n_gets * size of replies).
+        assert 0 < read_in <= most_read, (read_in, most_read, n_gets)
+
+        # (c) Reading: every request sent gets its complete reply, matched by id (the
+        # protocol does not promise order: requests run concurrently).
+        sock.settimeout(10)
+        replies: dict[int, list] = {}
+
+        def take(n: int) -> None:
+            for _ in range(n):
+                rid, status, result = wire.recv_frame(sock)
+                assert rid not in replies, rid
+                replies[rid] = [status, result]
+
+        take(sent)
+        if rest:  # the frame cut short: finish it, now that the shard reads again
+            sock.sendall(rest)
+            take(1)
+            sent += 1
+        assert sorted(replies) == list(range(sent))
+        for rid in range(n_gets):
+            status, result = replies.pop(rid)
+            assert status == wire.OK, (rid, result)
+            assert cluster._decode(result, None) == value, rid
+        for rid, (status, result) in replies.items():
+            assert status == wire.ERROR, rid
+            assert "not a direct-port method" in result[1]
+        # The connection is still in step: one more request, one more reply.
+        sock.sendall(wire.pack([sent, "get", cluster.key(small)]))
+        rid, status, result = wire.recv_frame(sock)
+        assert (rid, status) == (sent, wire.OK)
+        assert cluster._decode(result, None) == "still served"
+    finally:
+        sock.close()
+        cluster.delete_many(["big", small])

@@ -79,6 +79,11 @@ class WireServer:
                 task = asyncio.get_running_loop().create_task(self._wire_one(writer, request))
                 self._wire_tasks.add(task)
                 task.add_done_callback(self._wire_tasks.discard)
+                # Let the request start before the next is read: one answered at once
+                # (an L1 hit) has then queued its reply for the check below. Without
+                # this, requests already in the read buffer (thousands per read) are
+                # all taken in before any reply is queued, so the check never sees them.
+                await asyncio.sleep(0)
                 if writer.transport.get_write_buffer_size() > MAX_UNSENT:
                     await writer.drain()  # a client that does not read: stop reading it
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
