@@ -261,3 +261,96 @@ def test_shutdown_kills_the_semantic_index(fresh_cluster, ray_session):
     own.shutdown(stop_ray=False)
     with pytest.raises(ValueError, match="Failed to look up actor"):
         ray_session.get_actor(SEMANTIC_INDEX_NAME, namespace=own.namespace)
+
+
+# -- near-ties between two cached questions ---------------------------------------------
+
+
+def _unit(*parts: tuple[int, float]) -> np.ndarray:
+    vec = np.zeros(8)
+    for i, x in parts:
+        vec[i] = x
+    return vec / np.linalg.norm(vec)
+
+
+def _at(score: float, axis: int) -> np.ndarray:
+    """A unit vector whose cosine with axis 0 is ``score``."""
+    return _unit((0, score), (axis, float(np.sqrt(1.0 - score * score))))
+
+
+TIE_QUERY = "how to reset my password"
+TIE_A = "how do I reset my password"
+TIE_B = "how can I reset my password"
+
+
+def tie_cache(cluster, name: str, vectors: dict[str, np.ndarray], **kwargs) -> SemanticCache:
+    vectors = {TIE_QUERY: _unit((0, 1.0)), **vectors}
+    return SemanticCache(
+        cluster, lambda text: vectors[text], model=f"tie-{name}", threshold=0.9, **kwargs
+    )
+
+
+def two_answers(cluster, name: str, score_a: float, score_b: float, answer_b: str):
+    """A cache holding TIE_A ("Settings > Password") and TIE_B at the given scores."""
+    cache = tie_cache(cluster, name, {TIE_A: _at(score_a, 1), TIE_B: _at(score_b, 2)})
+    cache.set(TIE_A, "Settings > Password")
+    cache.set(TIE_B, answer_b)
+    return cache
+
+
+def test_a_near_tie_between_different_answers_is_an_ambiguous_miss(cluster):
+    vectors = {TIE_A: _at(0.95, 1), TIE_B: _at(0.945, 2)}
+    cache = tie_cache(cluster, "differ", vectors)
+    assert cache.tie_margin == 0.01
+    cache.set(TIE_A, "Settings > Password")
+    cache.set(TIE_B, "Ask your administrator")
+    found = cache.lookup(TIE_QUERY)
+    assert (found.hit, found.reason) == (False, "ambiguous")
+    assert found.score == pytest.approx(0.95, abs=1e-4)
+    assert cache.metrics.snapshot()["ambiguous_rejections"] == 1
+    # With the margin off, the best candidate is served.
+    off = tie_cache(cluster, "differ", vectors, tie_margin=0)
+    assert off.lookup(TIE_QUERY).value == "Settings > Password"
+    # get_or_compute runs the function on an ambiguous lookup.
+    assert cache.get_or_compute(TIE_QUERY, lambda: "fresh") == "fresh"
+
+
+def test_a_near_tie_between_equal_answers_or_a_clear_winner_is_served(cluster):
+    same = two_answers(cluster, "same", 0.95, 0.945, "Settings > Password")
+    found = same.lookup(TIE_QUERY)
+    assert (found.hit, found.matched) == (True, TIE_A)
+    clear = two_answers(cluster, "clear", 0.95, 0.93, "Ask your administrator")
+    assert clear.lookup(TIE_QUERY).value == "Settings > Password"
+    # A runner-up below the threshold still counts when it is within the margin.
+    low = two_answers(cluster, "low", 0.905, 0.899, "Ask your administrator")
+    assert low.lookup(TIE_QUERY).reason == "ambiguous"
+    assert same.metrics.snapshot()["ambiguous_rejections"] == 0
+
+
+def test_a_runner_up_the_guard_refuses_or_whose_entry_is_gone_is_no_rival(cluster):
+    other = "how do I reset my password in 2019"  # the guard refuses it (number)
+    cache = tie_cache(cluster, "guarded", {TIE_A: _at(0.95, 1), other: _at(0.948, 2)})
+    cache.set(TIE_A, "Settings > Password")
+    cache.set(other, "That version is gone")
+    assert cache.lookup(TIE_QUERY).value == "Settings > Password"
+
+    gone = two_answers(cluster, "gone", 0.95, 0.946, "Ask your administrator")
+    from omnicache_cluster import CacheKey
+
+    key_b = cluster.key(("semantic/v1", "tie-gone", "", TIE_B), "semantic")
+    assert cluster.delete(CacheKey.parse(key_b))  # the rival's answer goes
+    assert gone.lookup(TIE_QUERY).value == "Settings > Password"
+
+
+async def test_near_tie_async(cluster):
+    cache = tie_cache(cluster, "async", {TIE_A: _at(0.95, 1), TIE_B: _at(0.944, 2)})
+    await cache.aset(TIE_A, "Settings > Password")
+    await cache.aset(TIE_B, "Ask your administrator")
+    assert (await cache.alookup(TIE_QUERY)).reason == "ambiguous"
+    assert await cache.aget_or_compute(TIE_QUERY, lambda: "fresh") == "fresh"
+
+
+@pytest.mark.parametrize("bad", [-0.01, 1.0, True, "0.01", None])
+def test_tie_margin_is_checked(cluster, bad):
+    with pytest.raises(ValueError, match="tie_margin"):
+        SemanticCache(cluster, bow_embed, tie_margin=bad)

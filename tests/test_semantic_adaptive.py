@@ -179,3 +179,19 @@ def test_measured_false_hit_rate_stays_under_the_bound(cluster):
     assert rate <= bound, f"{wrong}/{served} wrong = {rate:.3f} > {bound}"
     # The data is not trivial: serving every nearest neighbour would break the bound.
     assert static_error_at_coverage(data, 1.0) > bound
+
+
+def test_near_tied_answers_are_compared_with_the_judge(cluster, caplog):
+    def judge(a, b):
+        if "boom" in (a, b):
+            raise RuntimeError("judge down")
+        return str(a).lower() == str(b).lower()
+
+    cache = AdaptiveSemanticCache(cluster, lambda t: np.ones(DIM), equivalent=judge)
+    assert cache.tie_margin == 0.01
+    assert cache._same_answer("Yes", "yes")  # the judge says so
+    assert cache._same_answer(3, 3)  # equal needs no judge
+    assert not cache._same_answer("Yes", "No")
+    assert not cache._same_answer("boom", "Yes")  # a failing judge: not the same, counted
+    assert cache.metrics.snapshot()["errors"] == 1
+    assert "equivalent() failed" in caplog.text

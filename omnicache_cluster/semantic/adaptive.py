@@ -291,8 +291,9 @@ class AdaptiveSemanticCache(SemanticCache):
         equivalent: ``(cached answer, fresh answer) -> bool``; exact equality by
             default; pass an LLM judge for free-text answers.
         policy: a ready `AdaptivePolicy` (overrides ``max_error_rate``'s defaults).
-        model, dim, ttl, top_k, lexical_guard, layer, index_config: as for
-            `SemanticCache`.
+        model, dim, ttl, top_k, lexical_guard, tie_margin, layer, index_config: as
+            for `SemanticCache` (two near-tied candidates hold different answers when
+            ``equivalent`` says so).
 
     Learning needs verification, which needs the real function: use
     `get_or_compute` (or its async twin). A bare `lookup` serves what is already
@@ -312,6 +313,7 @@ class AdaptiveSemanticCache(SemanticCache):
         ttl: float | None = None,
         top_k: int = 4,
         lexical_guard: bool | str = True,
+        tie_margin: float = 0.01,
         layer: str = "semantic",
         index_config: SemanticIndexConfig | None = None,
     ) -> None:
@@ -325,6 +327,7 @@ class AdaptiveSemanticCache(SemanticCache):
             ttl=ttl,
             top_k=top_k,
             lexical_guard=lexical_guard,
+            tie_margin=tie_margin,
             layer=layer,
             index_config=index_config,
         )
@@ -361,6 +364,15 @@ class AdaptiveSemanticCache(SemanticCache):
                 self.metrics.add("learned_rejections")
             return [], [cand], "learned"
         return [], [], "guard" if hits else "empty"
+
+    def _same_answer(self, a: Any, b: Any) -> bool:
+        if super()._same_answer(a, b):
+            return True
+        try:
+            return bool(self._equivalent(a, b))
+        except Exception as exc:  # a failing judge is a cache fault, not the user's
+            self._fault("equivalent()", exc)
+            return False
 
     def _labels(self, value: Any, verify: list[Candidate]) -> list[tuple[str, float, bool, float]]:
         items = []
