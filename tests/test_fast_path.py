@@ -407,3 +407,46 @@ def test_a_client_that_does_not_read_is_read_no_more_and_still_gets_every_reply(
     finally:
         sock.close()
         cluster.delete_many(["big", small])
+
+
+async def test_a_connection_runs_at_most_max_pending_requests_at_once(monkeypatch):
+    """Requests that wait (an L2 read, a moving slot) hold no more than MAX_PENDING of a
+    connection: the rest stay unread until one finishes, then all are answered."""
+    from omnicache_cluster.actors import _wire_server
+    from omnicache_cluster.actors._wire_server import WireServer
+
+    monkeypatch.setattr(_wire_server, "MAX_PENDING", 8)
+    gate = asyncio.Event()
+
+    class Slow(WireServer):
+        _wire_methods = frozenset({"get"})
+        started = 0
+
+        async def get(self, arg):
+            self.started += 1
+            await gate.wait()
+            return arg
+
+    server = Slow()
+    host, port, token = await server.wire_endpoint()
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(wire.pack(token))
+        writer.write(b"".join(wire.pack([i, "get", i]) for i in range(50)))
+        await writer.drain()
+        deadline = time.monotonic() + 5
+        while server.started < 8 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # time to read more, were it not held back
+        assert server.started == 8
+        gate.set()
+        replies = {}
+        for _ in range(50):
+            n = wire.frame_length(await asyncio.wait_for(reader.readexactly(4), 5))
+            rid, status, value = wire.unpack(await reader.readexactly(n))
+            replies[rid] = (status, value)
+        assert replies == {i: (wire.OK, i) for i in range(50)}
+        assert server.started == 50
+    finally:
+        writer.close()
+        server._wire_server.close()

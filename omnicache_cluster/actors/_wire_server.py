@@ -25,6 +25,9 @@ _log = logging.getLogger(__name__)
 HELLO_TIMEOUT_S = 10.0
 #: Replies waiting to be sent on one connection before its requests are read no more.
 MAX_UNSENT = 64 * 1024 * 1024
+#: Requests of one connection running at once (reading through to L2, waiting for a
+#: moving slot) before its next requests are read no more.
+MAX_PENDING = 1024
 
 
 class WireServer:
@@ -73,17 +76,22 @@ class WireServer:
             if not isinstance(hello, bytes) or not hmac.compare_digest(hello, self._wire_token):
                 _log.warning("direct port: a connection without the token was closed")
                 return
+            pending: set[asyncio.Task[None]] = set()
             while True:
                 n = wire.frame_length(await reader.readexactly(4))
                 request = wire.unpack(await reader.readexactly(n))
                 task = asyncio.get_running_loop().create_task(self._wire_one(writer, request))
                 self._wire_tasks.add(task)
+                pending.add(task)
                 task.add_done_callback(self._wire_tasks.discard)
+                task.add_done_callback(pending.discard)
                 # Let the request start before the next is read: one answered at once
                 # (an L1 hit) has then queued its reply for the check below. Without
                 # this, requests already in the read buffer (thousands per read) are
                 # all taken in before any reply is queued, so the check never sees them.
                 await asyncio.sleep(0)
+                if len(pending) >= MAX_PENDING:  # requests that wait: read no more for now
+                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if writer.transport.get_write_buffer_size() > MAX_UNSENT:
                     await writer.drain()  # a client that does not read: stop reading it
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
