@@ -60,6 +60,13 @@ class Endpoint:
     def _connect(self, timeout: float) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tls = wire.client_tls()
+        if tls is not None:
+            try:
+                sock = tls.wrap_socket(sock)
+            except BaseException:
+                sock.close()
+                raise
         sock.sendall(wire.pack(self.token))
         return sock
 
@@ -154,7 +161,10 @@ class AsyncConn:
 
     async def _open(self) -> None:
         ep = self._endpoint
-        reader, writer = await asyncio.open_connection(ep.host, ep.port)
+        tls = wire.client_tls()
+        reader, writer = await asyncio.open_connection(
+            ep.host, ep.port, ssl=tls, server_hostname="" if tls is not None else None
+        )
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

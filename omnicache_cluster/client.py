@@ -77,8 +77,9 @@ class ClientOptions:
         batching: coalesce concurrent single-key calls into one call per shard.
         fast_path: send data calls (get, set, delete, exists) to each shard's direct
             TCP port instead of through Ray calls, falling back to Ray calls when the
-            port cannot be used (see `omnicache_cluster.core.wire`); also off in a
-            process with ``OMNICACHE_FAST_PATH=0`` or ``RAY_USE_TLS`` set.
+            port cannot be used (see `omnicache_cluster.core.wire`; TLS under
+            ``RAY_USE_TLS``); also off in a process with ``OMNICACHE_FAST_PATH=0``, or
+            with ``RAY_USE_TLS`` but no readable Ray certificates.
     """
 
     max_value_bytes: int = 16 * 1024 * 1024

@@ -93,7 +93,9 @@ def test_env_switch_turns_it_off(monkeypatch):
     assert ClientOptions().fast_path is False
     monkeypatch.setenv("OMNICACHE_FAST_PATH", "1")
     monkeypatch.setenv("RAY_USE_TLS", "1")
-    assert ClientOptions().fast_path is False  # plaintext port: not next to Ray's TLS
+    for name in ("RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT"):
+        monkeypatch.delenv(name, raising=False)
+    assert ClientOptions().fast_path is False  # Ray's TLS without its certificates
     assert not wire.enabled_here()  # what a shard checks before it opens the port
     monkeypatch.delenv("RAY_USE_TLS")
     assert ClientOptions().fast_path is True
@@ -293,10 +295,11 @@ def test_get_or_compute_miss_still_single_flight_over_the_direct_port(cluster):
     assert computed == [1]
 
 
-def test_a_shard_under_ray_tls_opens_no_port(monkeypatch):
+def test_a_shard_under_ray_tls_without_certificates_opens_no_port(monkeypatch):
     from omnicache_cluster.actors._wire_server import WireServer
 
     monkeypatch.setenv("RAY_USE_TLS", "1")
+    monkeypatch.setenv("RAY_TLS_SERVER_CERT", "/nonexistent/cert.pem")
     assert asyncio.run(WireServer().wire_endpoint()) is None
     monkeypatch.delenv("RAY_USE_TLS")
     monkeypatch.setenv("OMNICACHE_FAST_PATH", "0")
@@ -449,4 +452,112 @@ async def test_a_connection_runs_at_most_max_pending_requests_at_once(monkeypatc
         assert server.started == 50
     finally:
         writer.close()
+        server._wire_server.close()
+
+
+# -- TLS: the port follows Ray's RAY_USE_TLS with Ray's certificates --------------------
+
+
+def _make_ca(name: str):
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def cert(subject: str, key, issuer=None, issuer_key=None, ca: bool = False):
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        return builder.sign(issuer_key or key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = cert(name, ca_key, ca=True)
+    node_key = ec.generate_private_key(ec.SECP256R1())
+    node_cert = cert(f"{name} node", node_key, ca_cert.subject, ca_key)
+    return ca_cert, node_cert, node_key
+
+
+def _write_tls(directory, name: str) -> tuple[str, str, str]:
+    """Write a CA and a node certificate signed by it; return (cert, key, ca) paths."""
+    from cryptography.hazmat.primitives import serialization
+
+    ca_cert, node_cert, node_key = _make_ca(name)
+    paths = [str(directory / f"{name}-{part}.pem") for part in ("cert", "key", "ca")]
+    pem = serialization.Encoding.PEM
+    with open(paths[0], "wb") as f:
+        f.write(node_cert.public_bytes(pem))
+    with open(paths[1], "wb") as f:
+        f.write(
+            node_key.private_bytes(
+                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    with open(paths[2], "wb") as f:
+        f.write(ca_cert.public_bytes(pem))
+    return paths[0], paths[1], paths[2]
+
+
+def _refused(host: str, port: int, token: bytes, tls=None) -> bool:
+    """Whether a client that shows ``tls`` (or plaintext) is served nothing."""
+    import ssl
+
+    try:
+        with socket.create_connection((host, port), timeout=5) as raw:
+            sock = tls.wrap_socket(raw) if tls is not None else raw
+            sock.sendall(wire.pack(token) + wire.pack([1, "get", "x"]))
+            return sock.recv(1) == b""
+    except (ssl.SSLError, ConnectionError, TimeoutError):
+        return True
+
+
+async def test_under_ray_tls_the_port_speaks_mutual_tls(monkeypatch, tmp_path):
+    import ssl
+
+    from omnicache_cluster._wire import Endpoint
+    from omnicache_cluster.actors._wire_server import WireServer
+
+    cert, key, ca = _write_tls(tmp_path, "ray")
+    monkeypatch.setenv("RAY_USE_TLS", "1")
+    monkeypatch.setenv("RAY_TLS_SERVER_CERT", cert)
+    monkeypatch.setenv("RAY_TLS_SERVER_KEY", key)
+    monkeypatch.setenv("RAY_TLS_CA_CERT", ca)
+    assert wire.enabled_here()
+
+    class Echo(WireServer):
+        _wire_methods = frozenset({"get"})
+
+        async def get(self, arg):
+            return arg
+
+    server = Echo()
+    host, port, token = await server.wire_endpoint()
+    endpoint = Endpoint("echo", host, port, token)
+    try:
+        assert await endpoint.acall("get", {"a": [1, 2]}, 5) == {"a": [1, 2]}
+        assert await asyncio.to_thread(endpoint.call, "get", b"bytes", 5) == b"bytes"
+        assert server.wire_requests == 2
+        # Plaintext, a TLS client without a certificate, and one whose certificate
+        # another CA signed: none is served, even with the right token.
+        assert await asyncio.to_thread(_refused, host, port, token)
+        bare = ssl.create_default_context(cafile=ca)
+        bare.check_hostname = False
+        assert await asyncio.to_thread(_refused, host, port, token, bare)
+        rogue_cert, rogue_key, _ = _write_tls(tmp_path, "rogue")
+        rogue = ssl.create_default_context(cafile=ca)
+        rogue.check_hostname = False
+        rogue.load_cert_chain(rogue_cert, rogue_key)
+        assert await asyncio.to_thread(_refused, host, port, token, rogue)
+        assert server.wire_requests == 2
+    finally:
+        endpoint.close()
         server._wire_server.close()

@@ -44,14 +44,14 @@ class WireServer:
 
     async def wire_endpoint(self) -> tuple[str, int, bytes] | None:
         """Return ``(host, port, token)`` of the direct port, opening it on first use;
-        ``None`` where it is off (``RAY_USE_TLS``, ``OMNICACHE_FAST_PATH=0``) or cannot
-        be opened."""
+        ``None`` where it is off (``OMNICACHE_FAST_PATH=0``, ``RAY_USE_TLS`` without
+        readable certificates) or cannot be opened."""
         if self._wire_address is None:
             if not wire.enabled_here():
                 return None
             try:
                 await self._wire_open()
-            except OSError as exc:
+            except OSError as exc:  # ssl.SSLError too: unreadable or bad certificates
                 _log.warning("direct port not opened, data calls stay on Ray: %s", exc)
                 return None
         assert self._wire_address is not None
@@ -64,7 +64,9 @@ class WireServer:
         host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
         self._wire_tasks = set()
         self._wire_token = secrets.token_bytes(32)
-        self._wire_server = await asyncio.start_server(self._wire_serve, host, 0)
+        tls = wire.server_tls()
+        extra: dict[str, Any] = {} if tls is None else {"ssl_handshake_timeout": HELLO_TIMEOUT_S}
+        self._wire_server = await asyncio.start_server(self._wire_serve, host, 0, ssl=tls, **extra)
         port = self._wire_server.sockets[0].getsockname()[1]
         self._wire_address = (host, port)
 

@@ -12,15 +12,22 @@ the shard's token (32 random bytes, handed out only through a Ray call to the sh
 so only Ray-authenticated processes can talk to it); a connection whose first frame is
 not the token is closed. Then requests ``[id, method, arg]`` and replies
 ``[id, OK, result]`` or ``[id, ERROR, [exception type name, message]]``, matched by
-id (a connection may have many requests in flight). The bytes are plaintext, like
-Ray's own traffic without ``RAY_USE_TLS``; with ``RAY_USE_TLS`` set, shards do not
-open the port.
+id (a connection may have many requests in flight).
+
+Encryption follows Ray's: plaintext like Ray's own traffic by default; with
+``RAY_USE_TLS`` set, the port speaks mutual TLS with Ray's certificates
+(``RAY_TLS_SERVER_CERT``, ``RAY_TLS_SERVER_KEY``, ``RAY_TLS_CA_CERT``): each side must
+present a certificate signed by Ray's CA, as Ray's own connections do. The host name
+is not checked (Ray's node certificates often do not name the node's address); the
+CA and the token are. Where those files are not readable, the port stays closed.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
+import ssl
 import struct
 from typing import Any
 
@@ -54,12 +61,52 @@ class WireError(ConnectionError):
     """The direct connection to a shard failed or sent something malformed."""
 
 
+_TLS_FILES = ("RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT")
+
+
+def tls_files() -> tuple[str, str, str] | None:
+    """Ray's ``(certificate, key, CA)`` paths when ``RAY_USE_TLS`` is set, else ``None``."""
+    if os.environ.get("RAY_USE_TLS", "").lower() not in ("1", "true", "yes"):
+        return None
+    cert, key, ca = (os.environ.get(name, "") for name in _TLS_FILES)
+    return cert, key, ca
+
+
 def enabled_here() -> bool:
-    """Whether this process may use the direct port (not with Ray's TLS, and not when
-    ``OMNICACHE_FAST_PATH`` is ``0`` / ``false``)."""
-    if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true", "yes"):
+    """Whether this process may use the direct port: not when ``OMNICACHE_FAST_PATH``
+    is ``0`` / ``false``, nor under ``RAY_USE_TLS`` without readable certificate files."""
+    if os.environ.get("OMNICACHE_FAST_PATH", "1").lower() in ("0", "false", "no"):
         return False
-    return os.environ.get("OMNICACHE_FAST_PATH", "1").lower() not in ("0", "false", "no")
+    files = tls_files()
+    return files is None or all(f and os.access(f, os.R_OK) for f in files)
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(files: tuple[str, str, str], server: bool) -> ssl.SSLContext:
+    cert, key, ca = files
+    purpose = ssl.Purpose.CLIENT_AUTH if server else ssl.Purpose.SERVER_AUTH
+    ctx = ssl.create_default_context(purpose, cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False  # the CA is checked; node certificates may not name IPs
+    ctx.verify_mode = ssl.CERT_REQUIRED  # mutual: clients show a certificate too
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def server_tls() -> ssl.SSLContext | None:
+    """The TLS context a shard serves its port with (``None``: plaintext).
+
+    Raises:
+        OSError, ssl.SSLError: Ray's certificate files cannot be loaded.
+    """
+    files = tls_files()
+    return None if files is None else _tls_context(files, True)
+
+
+def client_tls() -> ssl.SSLContext | None:
+    """The TLS context a client connects with (``None``: plaintext)."""
+    files = tls_files()
+    return None if files is None else _tls_context(files, False)
 
 
 def pack(obj: Any) -> bytes:
