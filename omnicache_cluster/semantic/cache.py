@@ -284,6 +284,14 @@ class SemanticCache:
                 return other
         return None
 
+    def _ambiguous(self, value: Any, rival_stored: Any) -> bool:
+        """Whether a near-tied rival's stored entry holds another answer (counted)."""
+        other = self._unwrap(rival_stored)
+        if other is MISS or self._same_answer(value, other):
+            return False
+        self.metrics.add("ambiguous_rejections")
+        return True
+
     def _same_answer(self, a: Any, b: Any) -> bool:
         """Whether two cached answers are the same (the adaptive cache asks its judge)."""
         try:
@@ -337,12 +345,11 @@ class SemanticCache:
                     index.delete([cand.key], context=ctx)
                     continue
                 rival = self._rival(text, hits[0], cand)
-                if rival is not None:
-                    other = self._unwrap(self._cluster.get(CacheKey.parse(rival.key)))
-                    if other is not MISS and not self._same_answer(value, other):
-                        self.metrics.add("ambiguous_rejections")
-                        reason = "ambiguous"
-                        break
+                if rival is not None and self._ambiguous(
+                    value, self._cluster.get(CacheKey.parse(rival.key))
+                ):
+                    reason = "ambiguous"
+                    break
                 return self._hit(cand, value), vec, []
             live = []
             for cand in verify:
@@ -476,12 +483,11 @@ class SemanticCache:
                     await index.adelete([cand.key], context=ctx)
                     continue
                 rival = self._rival(text, hits[0], cand)
-                if rival is not None:
-                    other = self._unwrap(await self._cluster.aget(CacheKey.parse(rival.key)))
-                    if other is not MISS and not self._same_answer(value, other):
-                        self.metrics.add("ambiguous_rejections")
-                        reason = "ambiguous"
-                        break
+                if rival is not None and self._ambiguous(
+                    value, await self._cluster.aget(CacheKey.parse(rival.key))
+                ):
+                    reason = "ambiguous"
+                    break
                 return self._hit(cand, value), vec, []
             live = []
             for cand in verify:
