@@ -19,7 +19,8 @@ Protocols (all with all-MiniLM-L6-v2, exact search, vectors L2-normalised):
   ("text rule": the data holds one question under several ids), or an origin whose
   embedding is a near-duplicate of the own one (cosine >= 0.95: "near-dup rule", the
   same sentence give or take "Yes," or a word's case). ``no-tie`` rows switch the
-  near-tie rule off (``tie_margin=0``).
+  near-tie rule off (``tie_margin=0``), ``no-refusal`` rows serve candidates however far
+  below one the guard refused (``refusal_margin=None``).
 * ``fow-pairs``: fow-cache's 600 pairs: store ``a``, query ``b``; should-hit pairs
   served, and traps served wrongly (an entry of another text; 28 traps' ``b`` is
   stored word for word as another row's ``a``, and serving that entry is right: it
@@ -59,7 +60,7 @@ from _semantic_common import (
 )
 
 STATIC = [0.80, 0.85, 0.90, 0.94, 0.97]
-STREAM_STATIC = [0.80, 0.85, 0.90, 0.94, 0.97, 0.99]
+STREAM_STATIC = [0.80, 0.85, 0.90, 0.94, 0.97, 0.98, 0.985, 0.99]
 NEAR_DUP = 0.95
 
 
@@ -89,12 +90,9 @@ class Ours:
         self._n += 1
         return self.cluster.with_key_namespace(f"{name}-{self._n}")
 
-    def cache(
-        self, view: Any, *, threshold: float = 0.9, guard: Any = True, tie: float | None = None
-    ) -> Any:
+    def cache(self, view: Any, *, threshold: float = 0.9, guard: Any = True, **extra: Any) -> Any:
         from omnicache_cluster.semantic import SemanticCache
 
-        extra = {} if tie is None else {"tie_margin": tie}
         return SemanticCache(
             view, self.embed, threshold=threshold, model="minilm", dim=384, lexical_guard=guard,
             top_k=4, **extra,
@@ -350,10 +348,16 @@ def gptcache_999(mock: list[dict[str, str]], ours: Ours, peers: dict[str, Any]) 
     # The cache key is the text: one question under several ids keeps the last id,
     # as GPTCache's own store does for the same text... it keeps each; see text rule.
     ours.store(ours.cache(view), list(zip(origins, ids, strict=True)))
-    variants = (("", True, None), (" no-tie", True, 0.0), (" tie 0.02", True, 0.02))
+    variants: tuple[tuple[str, Any, dict[str, Any]], ...] = (
+        ("", True, {}),
+        (" no-tie", True, {"tie_margin": 0.0}),
+        (" tie 0.02", True, {"tie_margin": 0.02}),
+        (" no-refusal", True, {"refusal_margin": None}),
+        (" no-guard", False, {}),
+    )
     for t in (0.95, 0.90, 0.85, 0.80, 0.75):
-        for suffix, guard, tie in (*variants, (" no-guard", False, None)):
-            cache = ours.cache(view, threshold=t, guard=guard, tie=tie)
+        for suffix, guard, extra in variants:
+            cache = ours.cache(view, threshold=t, guard=guard, **extra)
             found = ours.lookup_all(cache, similars)
             out[f"ours static {t:.2f}{suffix}"] = score([f.value if f.hit else None for f in found])
     for name, make in peers.items():
@@ -478,10 +482,10 @@ def print_tables(res: dict[str, Any]) -> None:
         s = res["qqp_stream"]
         print(f"\nQQP stream ({s['info']})")
         head = f"{'semantic hit rate':>22} {'false-hit rate [95% CI]':>26} {'exact':>6}"
-        print(f"{'system':28} {head} {'sem hits':>8} {'misses':>6} {'verified':>8}")
+        print(f"{'system':34} {head} {'sem hits':>8} {'misses':>6} {'verified':>8}")
         for name, r in s["systems"].items():
             print(
-                f"{name:28} {_pct(r['semantic_hit_rate']):>22} {_pct(r['false_hit_rate']):>26} "
+                f"{name:34} {_pct(r['semantic_hit_rate']):>22} {_pct(r['false_hit_rate']):>26} "
                 f"{r['exact_hits']:>6} {r['semantic_hits']:>8} {r['misses']:>6} "
                 f"{r.get('verifications', 0):>8}"
             )
@@ -600,12 +604,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print("  ", systems[f"adaptive max_error_rate={b:.2f}"], flush=True)
             for t in STREAM_STATIC:
                 print(f"qqp-stream static {t} ...", flush=True)
-                systems[f"static {t:.2f}"] = run_stream(
+                systems[f"static {t:g}"] = run_stream(
                     ours.cache(ours.view("stream"), threshold=t), stream, cls
                 )
-            for t in (0.80, 0.90):
-                systems[f"static {t:.2f} no-tie"] = run_stream(
-                    ours.cache(ours.view("stream"), threshold=t, tie=0.0), stream, cls
+            for t in (0.80, 0.90):  # without the near-tie and refusal rules
+                systems[f"static {t:.2f} no-tie no-refusal"] = run_stream(
+                    ours.cache(
+                        ours.view("stream"), threshold=t, tie_margin=0.0, refusal_margin=None
+                    ),
+                    stream,
+                    cls,
                 )
             systems["ceiling: best candidate iff right"] = stream_ceiling(stream, cls, embed)
             systems["ceiling: any of top 4 iff right"] = stream_ceiling(

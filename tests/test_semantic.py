@@ -354,3 +354,41 @@ async def test_near_tie_async(cluster):
 def test_tie_margin_is_checked(cluster, bad):
     with pytest.raises(ValueError, match="tie_margin"):
         SemanticCache(cluster, bow_embed, tie_margin=bad)
+
+
+# -- a candidate far below one the guard refused -----------------------------------------
+
+REV_QUERY = "what was the revenue in 2024"
+REV_2023 = "what was the revenue in 2023"  # the guard refuses it (number)
+
+
+def revenue_cache(cluster, name: str, other: str, score: float, **kwargs) -> SemanticCache:
+    """REV_2023 at 0.95 and ``other`` (answering 2024) at ``score`` from the query."""
+    vectors = {REV_QUERY: _unit((0, 1.0)), REV_2023: _at(0.95, 1), other: _at(score, 2)}
+    cache = SemanticCache(
+        cluster, lambda text: vectors[text], model=f"rev-{name}", threshold=0.8, **kwargs
+    )
+    cache.set(REV_2023, "$10M")
+    cache.set(other, "$12M")
+    return cache
+
+
+def test_a_candidate_far_below_a_refused_one_is_not_served(cluster):
+    far = "how much money did we make in 2024"
+    cache = revenue_cache(cluster, "far", far, 0.85)
+    assert cache.refusal_margin == 0.05
+    found = cache.lookup(REV_QUERY)
+    assert (found.hit, found.reason) == (False, "guard:number")
+    # Without the limit the far entry is served.
+    loose = revenue_cache(cluster, "far", far, 0.85, refusal_margin=None)
+    assert loose.lookup(REV_QUERY).value == "$12M"
+    # A candidate close below the refused one is: the numbers tell them apart.
+    near = revenue_cache(cluster, "near", "what was the revenue for 2024", 0.93)
+    found = near.lookup(REV_QUERY)
+    assert (found.value, found.matched) == ("$12M", "what was the revenue for 2024")
+
+
+@pytest.mark.parametrize("bad", [-0.1, 2.5, True, "0.05"])
+def test_refusal_margin_is_checked(cluster, bad):
+    with pytest.raises(ValueError, match="refusal_margin"):
+        SemanticCache(cluster, bow_embed, refusal_margin=bad)

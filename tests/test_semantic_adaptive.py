@@ -195,3 +195,15 @@ def test_near_tied_answers_are_compared_with_the_judge(cluster, caplog):
     assert not cache._same_answer("boom", "Yes")  # a failing judge: not the same, counted
     assert cache.metrics.snapshot()["errors"] == 1
     assert "equivalent() failed" in caplog.text
+
+
+def test_a_candidate_far_below_a_refused_one_is_neither_served_nor_verified(cluster):
+    cache = AdaptiveSemanticCache(cluster, lambda t: np.ones(DIM))
+    hits = [
+        ("k2023", 0.95, "what was the revenue in 2023", []),  # refused: number
+        ("kfar", 0.85, "how much money did we make in 2024", []),
+    ]
+    assert cache._choose("what was the revenue in 2024", hits, None) == ([], [], "guard")
+    loose = AdaptiveSemanticCache(cluster, lambda t: np.ones(DIM), refusal_margin=None)
+    serve, verify, reason = loose._choose("what was the revenue in 2024", hits, None)
+    assert (serve, [c.key for c in verify], reason) == ([], ["kfar"], "learned")

@@ -291,9 +291,9 @@ class AdaptiveSemanticCache(SemanticCache):
         equivalent: ``(cached answer, fresh answer) -> bool``; exact equality by
             default; pass an LLM judge for free-text answers.
         policy: a ready `AdaptivePolicy` (overrides ``max_error_rate``'s defaults).
-        model, dim, ttl, top_k, lexical_guard, tie_margin, layer, index_config: as
-            for `SemanticCache` (two near-tied candidates hold different answers when
-            ``equivalent`` says so).
+        model, dim, ttl, top_k, lexical_guard, tie_margin, refusal_margin, layer,
+            index_config: as for `SemanticCache` (two near-tied candidates hold
+            different answers when ``equivalent`` says so).
 
     Learning needs verification, which needs the real function: use
     `get_or_compute` (or its async twin). A bare `lookup` serves what is already
@@ -314,6 +314,7 @@ class AdaptiveSemanticCache(SemanticCache):
         top_k: int = 4,
         lexical_guard: bool | str = True,
         tie_margin: float = 0.01,
+        refusal_margin: float | None = 0.05,
         layer: str = "semantic",
         index_config: SemanticIndexConfig | None = None,
     ) -> None:
@@ -328,6 +329,7 @@ class AdaptiveSemanticCache(SemanticCache):
             top_k=top_k,
             lexical_guard=lexical_guard,
             tie_margin=tie_margin,
+            refusal_margin=refusal_margin,
             layer=layer,
             index_config=index_config,
         )
@@ -346,14 +348,18 @@ class AdaptiveSemanticCache(SemanticCache):
     ) -> tuple[list[Candidate], list[Candidate], str | None]:
         feats = self._features(text)
         curve = self.policy.curve(prior)
+        refused: float | None = None
         for key, score, ctext, obs in hits:
             cand = Candidate(key, float(score), ctext, list(obs))
             if cand.score < self.policy.floor:
                 self.metrics.add("threshold_rejections")
                 return [], [], "threshold"
+            if self._beneath_refusal(refused, cand.score):
+                return [], [], "guard"
             why = self._guard_reason(feats, cand)
             if why is not None:
                 self.metrics.add("guard_rejections")
+                refused = cand.score if refused is None else refused
                 continue
             self.policy.observe(cand.score)
             action, weight = self.policy.decide(cand.score, cand.observations, curve)
