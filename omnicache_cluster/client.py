@@ -837,6 +837,52 @@ class CacheCluster:
             lease_ttl=lease_ttl,
         )
 
+    def get_or_compute_many(
+        self,
+        keys: Iterable[Any],
+        fn_many: Callable[[list[Any]], Sequence[Any]],
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+        layer: str = DEFAULT_LAYER,
+        wait_timeout: float = 600.0,
+        lease_ttl: float = 10.0,
+    ) -> list[Any]:
+        """Return the values of ``keys`` in order, computing the missing ones with
+        ``fn_many(missing keys) -> their values`` (a batch embedding call, say), each key
+        once cluster-wide.
+
+        One batch lookup; the keys it misses are leased without waiting, and the ones
+        this caller leads (plus any another caller gave up) are computed in one call of
+        ``fn_many`` each round (at most two); keys other callers are computing are
+        waited for after that. Faults fail open as in `get_or_compute`.
+
+        Raises:
+            ValueError: ``fn_many`` returned another number of values than keys.
+            Timeout: waited ``wait_timeout`` seconds for another caller's key.
+            Exception: whatever ``fn_many`` (this caller's or another's) raised.
+        """
+        _no_running_loop("get_or_compute_many")
+        from omnicache_cluster._flight import _cache_faults, record_fault
+        from omnicache_cluster._flight_many import get_or_compute_many
+
+        keys = list(keys)
+        ttl, stags, wait_timeout, lease_ttl = self._flight_args(ttl, tags, wait_timeout, lease_ttl)
+        try:
+            found = self.get_many(keys, MISS, layer=layer)
+        except _cache_faults() as exc:
+            record_fault("get", exc)
+            found = [MISS] * len(keys)
+        missing = [i for i, v in enumerate(found) if v is MISS]
+        if missing:
+            values = get_or_compute_many(
+                self, [keys[i] for i in missing], fn_many, ttl=ttl, tags=stags, layer=layer,
+                wait_timeout=wait_timeout, lease_ttl=lease_ttl,
+            )  # fmt: skip
+            for i, value in zip(missing, values, strict=True):
+                found[i] = value
+        return found
+
     def _flight_args(
         self, ttl: float | None, tags: Iterable[str] | None, wait_timeout: float, lease_ttl: float
     ) -> tuple[float | None, tuple[str, ...], float, float]:
@@ -1071,6 +1117,38 @@ class CacheCluster:
             wait_timeout=wait_timeout,
             lease_ttl=lease_ttl,
         )
+
+    async def aget_or_compute_many(
+        self,
+        keys: Iterable[Any],
+        fn_many: Callable[[list[Any]], Sequence[Any] | Awaitable[Sequence[Any]]],
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+        layer: str = DEFAULT_LAYER,
+        wait_timeout: float = 600.0,
+        lease_ttl: float = 10.0,
+    ) -> list[Any]:
+        """Async `get_or_compute_many`; ``fn_many`` may return an awaitable."""
+        from omnicache_cluster._flight import _cache_faults, record_fault
+        from omnicache_cluster._flight_many import aget_or_compute_many
+
+        keys = list(keys)
+        ttl, stags, wait_timeout, lease_ttl = self._flight_args(ttl, tags, wait_timeout, lease_ttl)
+        try:
+            found = await self.aget_many(keys, MISS, layer=layer)
+        except _cache_faults() as exc:
+            record_fault("get", exc)
+            found = [MISS] * len(keys)
+        missing = [i for i, v in enumerate(found) if v is MISS]
+        if missing:
+            values = await aget_or_compute_many(
+                self, [keys[i] for i in missing], fn_many, ttl=ttl, tags=stags, layer=layer,
+                wait_timeout=wait_timeout, lease_ttl=lease_ttl,
+            )  # fmt: skip
+            for i, value in zip(missing, values, strict=True):
+                found[i] = value
+        return found
 
     async def aget_many(
         self, keys: Iterable[Any], default: Any = MISS, *, layer: str = DEFAULT_LAYER

@@ -87,9 +87,19 @@ class ShardLeases:
             self._lease_reaper = asyncio.get_running_loop().create_task(self._reap_leases())
         t0 = time.perf_counter()
         outcome = await self._leases.acquire(key, tenant, lease_ttl, wait_timeout)
-        if outcome[0] != "lead":  # a waiter: how long it waited for the leader
+        if outcome[0] != "lead" and wait_timeout > 0:  # a waiter: how long it waited
             self._metrics.lease_wait(tenant, outcome[0], time.perf_counter() - t0)
         return outcome
+
+    async def get_or_lease_many(
+        self, args: Sequence[tuple[str, float, float]]
+    ) -> tuple[int, list[Outcome], list[int]]:
+        """`get_or_lease` of several ``(key, lease_ttl, wait_timeout)`` at once; return
+        ``(epoch, outcomes, positions moved)``. With ``wait_timeout`` 0 nobody waits: a
+        key another caller is computing answers ``("timeout", None)``."""
+        outcomes = list(await asyncio.gather(*(self.get_or_lease(*a) for a in args)))
+        moved = [i for i, o in enumerate(outcomes) if o[0] == "moved"]
+        return self._epoch, outcomes, moved  # type: ignore[attr-defined]
 
     async def renew(self, leases: Sequence[tuple[str, int]], lease_ttl: float) -> list[bool]:
         """Extend leases still held; return which ones were."""
@@ -113,6 +123,27 @@ class ShardLeases:
         reply = await self.set_many([item])  # type: ignore[attr-defined]
         self._leases.release(item[0], token, ("done", item[1]))
         return reply
+
+    async def set_and_release_many(
+        self, items: Sequence[tuple[SetItem, int]]
+    ) -> tuple[int, list[int], list[int]]:
+        """`set_and_release` of several ``(item, token)``; return ``(epoch, sizes
+        refused (0: stored), positions moved)``. Every flight ends, moved or not (the
+        client stores a moved value at the new owner)."""
+        epoch, moved, errors, _seq = await self.set_many([item for item, _ in items])  # type: ignore[attr-defined]
+        for item, token in items:
+            self._leases.release(item[0], token, ("done", item[1]))
+        refused = [0] * len(items)
+        for i, size, _limit in errors:
+            refused[i] = size
+        return epoch, refused, moved
+
+    async def release_many(
+        self, items: Sequence[tuple[str, int, str, Any]]
+    ) -> tuple[int, list[bool], list[int]]:
+        """`release` of several ``(key, token, kind, payload)``; return ``(epoch, which
+        flights were still held, [])``."""
+        return self._epoch, [await self.release(*item) for item in items], []  # type: ignore[attr-defined]
 
     def _lease_usage(self) -> dict[str, dict[str, int]]:
         quotas = self._leases.quotas

@@ -9,6 +9,7 @@ only the texts that missed, each once even if it repeats.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,20 @@ def as_vector(value: Any) -> np.ndarray:
     return arr
 
 
+def _checked(texts: Sequence[str], vectors: Any) -> Any:
+    if inspect.isawaitable(vectors):
+        return _achecked(texts, vectors)
+    if len(vectors) != len(texts):
+        raise ValueError(
+            f"the embed function returned {len(vectors)} vectors for {len(texts)} texts"
+        )
+    return [as_vector(v) for v in vectors]
+
+
+async def _achecked(texts: Sequence[str], vectors: Awaitable[Sequence[Any]]) -> Any:
+    return _checked(texts, await vectors)
+
+
 class _Batch:
     """One `get_or_compute_many` call: which texts missed, and the merged result."""
 
@@ -77,6 +92,26 @@ class _Batch:
 
     def result(self) -> list[np.ndarray]:
         return [self.found[t] for t in self.texts]
+
+    def flight_fn(
+        self, embed_fn: Callable[[list[str]], Any]
+    ) -> tuple[Callable[[list[Any]], Any], list[int]]:
+        """Wrap ``embed_fn`` for `CacheCluster.get_or_compute_many`: it takes the keys
+        of missing texts; return it and a list that collects how many texts it embedded."""
+        text_of = {self.keys[t]: t for t in self.missing}
+        counts: list[int] = []
+
+        def fn(keys: list[Any]) -> Any:
+            texts = [text_of[k] for k in keys]
+            counts.append(len(texts))
+            return _checked(texts, embed_fn(texts))
+
+        return fn, counts
+
+    def take(self, vectors: Sequence[Any]) -> None:
+        """Take the vectors of `missing` (computed, or another caller's)."""
+        for text, vector in zip(self.missing, vectors, strict=True):
+            self.found[text] = as_vector(vector)
 
 
 class EmbeddingCache(CacheLayer):
@@ -188,10 +223,18 @@ class EmbeddingCache(CacheLayer):
         config = config_of(config)
         texts, keys = self._keys(texts, model_id, params)
         batch = _Batch(texts, keys, self._lookup_many(keys, config))
-        if batch.missing:
+        if not batch.missing:
+            return batch.result()
+        flight = getattr(self._backend, "get_or_compute_many", None)
+        if flight is None or not config.writes:  # a local backend, or nothing to share
             self._count(computes=len(batch.missing))
             items = batch.fill(embed_fn(list(batch.missing)))
             self._store_many(items, config, [model_tag(model_id)])
+            return batch.result()
+        fn, counts = batch.flight_fn(embed_fn)
+        keys = [batch.keys[t] for t in batch.missing]
+        batch.take(flight(keys, fn, **self._write_args(config, [model_tag(model_id)])))
+        self._count(computes=sum(counts), stores=sum(counts))
         return batch.result()
 
     async def aget(
@@ -279,10 +322,18 @@ class EmbeddingCache(CacheLayer):
         config = config_of(config)
         texts, keys = self._keys(texts, model_id, params)
         batch = _Batch(texts, keys, await self._alookup_many(keys, config))
-        if batch.missing:
+        if not batch.missing:
+            return batch.result()
+        flight = getattr(self._backend, "aget_or_compute_many", None)
+        if flight is None or not config.writes:
             self._count(computes=len(batch.missing))
             items = batch.fill(await _maybe_await(embed_fn(list(batch.missing))))
             await self._astore_many(items, config, [model_tag(model_id)])
+            return batch.result()
+        fn, counts = batch.flight_fn(embed_fn)
+        keys = [batch.keys[t] for t in batch.missing]
+        batch.take(await flight(keys, fn, **self._write_args(config, [model_tag(model_id)])))
+        self._count(computes=sum(counts), stores=sum(counts))
         return batch.result()
 
     def invalidate_model(self, model_id: str) -> int:

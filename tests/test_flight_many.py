@@ -1,0 +1,248 @@
+"""get_or_compute_many: overlapping batches compute each key once, cluster-wide.
+
+Real cluster (shared Ray session, real shard actors); the batch function is the only
+thing the test provides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from omnicache_cluster import MISS
+from omnicache_cluster._flight import FAULTS
+
+pytestmark = pytest.mark.ray
+
+
+class Recorder:
+    """A slow batch function that records every key it computed."""
+
+    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+        self.delay, self.fail = delay, fail
+        self.calls: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, keys: list[str]) -> list[str]:
+        with self.lock:
+            self.calls.append(list(keys))
+        time.sleep(self.delay)
+        if self.fail:
+            raise KeyError("provider down")
+        return [f"v:{k}" for k in keys]
+
+    def computed(self) -> Counter[str]:
+        return Counter(k for call in self.calls for k in call)
+
+
+def test_misses_are_computed_in_one_call_and_then_served(cluster):
+    fn = Recorder()
+    cluster.set("b", "cached b")
+    assert cluster.get_or_compute_many(["a", "b", "c", "a"], fn) == [
+        "v:a",
+        "cached b",
+        "v:c",
+        "v:a",
+    ]
+    assert fn.calls == [["a", "c"]]  # one call, the misses only, each once
+    assert cluster.get_or_compute_many(["c", "a"], fn) == ["v:c", "v:a"]
+    assert len(fn.calls) == 1
+    assert cluster.get_or_compute_many([], fn) == []
+
+
+def test_overlapping_batches_in_threads_compute_each_key_once(cluster):
+    fn = Recorder(delay=0.3)
+    batches = [[f"k{i}" for i in range(s, s + 6)] for s in (0, 3, 5)]
+    barrier = threading.Barrier(len(batches))
+    results: dict[int, list[str]] = {}
+
+    def run(n: int) -> None:
+        barrier.wait()
+        results[n] = cluster.get_or_compute_many(batches[n], fn)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for n, batch in enumerate(batches):
+        assert results[n] == [f"v:{k}" for k in batch]
+    computed = fn.computed()
+    assert set(computed) == {f"k{i}" for i in range(11)}
+    assert max(computed.values()) == 1, computed  # nobody computed a key twice
+
+
+def _embed_task(cluster, batch, delay):
+    import time as _time
+
+    done = []
+
+    def fn(keys):
+        done.extend(keys)
+        _time.sleep(delay)
+        return [f"v:{k}" for k in keys]
+
+    return cluster.get_or_compute_many(batch, fn), done
+
+
+def test_overlapping_batches_across_processes_compute_each_key_once(cluster, ray_session):
+    task = ray_session.remote(_embed_task)
+    batches = [[f"p{i}" for i in range(s, s + 8)] for s in (0, 4)]
+    replies = ray_session.get([task.remote(cluster, b, 0.5) for b in batches], timeout=60)
+    for (values, _), batch in zip(replies, batches, strict=True):
+        assert values == [f"v:{k}" for k in batch]
+    computed = Counter(k for _, done in replies for k in done)
+    assert sorted(computed) == sorted({k for b in batches for k in b})
+    assert max(computed.values()) == 1, computed
+
+
+def test_a_leaders_error_reaches_its_waiters_and_frees_the_keys(cluster):
+    failing, fine = Recorder(delay=0.4, fail=True), Recorder()
+    errors: list[BaseException] = []
+
+    def lead() -> None:
+        try:
+            cluster.get_or_compute_many(["e1", "e2"], failing)
+        except KeyError as exc:
+            errors.append(exc)
+
+    leader = threading.Thread(target=lead)
+    leader.start()
+    time.sleep(0.15)  # the leader holds e1 and e2 now
+    with pytest.raises(KeyError, match="provider down"):
+        cluster.get_or_compute_many(["e2", "e3"], fine)
+    leader.join(10)
+    assert len(errors) == 1
+    assert fine.calls == [["e3"]]  # its own key, computed before it waited
+    # Nothing is left leased: the next caller computes at once.
+    t0 = time.monotonic()
+    assert cluster.get_or_compute_many(["e1", "e2"], fine) == ["v:e1", "v:e2"]
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_a_wrong_number_of_values_is_an_error_and_frees_the_keys(cluster):
+    with pytest.raises(ValueError, match="returned 1 values for 2 keys"):
+        cluster.get_or_compute_many(["w1", "w2"], lambda keys: ["only one"])
+    t0 = time.monotonic()
+    assert cluster.get_or_compute_many(["w1", "w2"], Recorder()) == ["v:w1", "v:w2"]
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_a_leader_that_gives_up_is_taken_over(cluster):
+    import ray
+
+    skey = cluster.key("gone")
+    owner = cluster._state.current_ring(cluster.options).owner(skey)
+    handle = cluster._state.handle_of(owner)
+    # A caller leased the key and died: nobody will release it.
+    _epoch, outcomes, _moved = ray.get(handle.get_or_lease_many.remote([(skey, 0.6, 0.0)]))
+    assert outcomes[0][0] == "lead"
+    fn = Recorder()
+    t0 = time.monotonic()
+    assert cluster.get_or_compute_many(["gone", "here"], fn, lease_ttl=5) == ["v:gone", "v:here"]
+    assert 0.4 < time.monotonic() - t0 < 5
+    assert fn.calls == [["here"], ["gone"]]  # its own key first, then the abandoned one
+
+
+async def test_async_overlapping_batches_compute_each_key_once(cluster):
+    calls: list[list[str]] = []
+
+    async def fn(keys):
+        calls.append(list(keys))
+        await asyncio.sleep(0.3)
+        return [f"v:{k}" for k in keys]
+
+    batches = [[f"a{i}" for i in range(s, s + 5)] for s in (0, 2, 4)]
+    results = await asyncio.gather(*(cluster.aget_or_compute_many(b, fn) for b in batches))
+    for values, batch in zip(results, batches, strict=True):
+        assert values == [f"v:{k}" for k in batch]
+    computed = Counter(k for c in calls for k in c)
+    assert sorted(computed) == sorted({k for b in batches for k in b})
+    assert max(computed.values()) == 1, computed
+    assert await cluster.aget_or_compute_many(["a0", "a8"], fn) == ["v:a0", "v:a8"]
+    assert len(calls) == 3
+
+
+def test_cache_faults_fail_open(ray_session):
+    from omnicache_cluster import CacheCluster
+
+    nowhere = CacheCluster("no-such-cluster-here", options=None).with_options(
+        retry_deadline_s=0.5, call_timeout_s=0.5
+    )
+    before = FAULTS["get"]
+    fn = Recorder()
+    assert nowhere.get_or_compute_many(["x", "y"], fn) == ["v:x", "v:y"]
+    assert fn.calls == [["x", "y"]]
+    assert FAULTS["get"] > before
+
+
+def test_arguments_are_checked(cluster):
+    with pytest.raises(ValueError, match="wait_timeout"):
+        cluster.get_or_compute_many(["a"], Recorder(), wait_timeout=0)
+    with pytest.raises(TypeError):
+        cluster.get_or_compute_many([object()], Recorder())
+    assert cluster.get_many(["a"]) == [MISS]
+
+
+def test_embedding_cache_batches_overlap_without_paying_twice(cluster):
+    import numpy as np
+
+    from omnicache_cluster.layers import EmbeddingCache
+
+    embedded: list[str] = []
+    lock = threading.Lock()
+
+    def embed(texts):
+        with lock:
+            embedded.extend(texts)
+        time.sleep(0.3)
+        return [np.full(4, len(t), dtype=np.float32) for t in texts]
+
+    layers = [EmbeddingCache(cluster) for _ in range(2)]
+    batches = [["alpha", "beta", "gamma", "beta"], ["gamma", "delta", "alpha"]]
+    barrier = threading.Barrier(2)
+    out: dict[int, list] = {}
+
+    def run(n: int) -> None:
+        barrier.wait()
+        out[n] = layers[n].get_or_compute_many(batches[n], embed, "m1")
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for n, batch in enumerate(batches):
+        assert [v.tolist() for v in out[n]] == [[float(len(t))] * 4 for t in batch]
+    assert sorted(embedded) == ["alpha", "beta", "delta", "gamma"]
+    assert sum(layer.stats()["computes"] for layer in layers) == 4
+
+
+async def test_embedding_cache_async_batches_with_an_async_embed_function(cluster):
+    import numpy as np
+
+    from omnicache_cluster.layers import EmbeddingCache
+
+    embedded: list[str] = []
+
+    async def embed(texts):
+        embedded.extend(texts)
+        await asyncio.sleep(0.2)
+        return [np.full(2, len(t), dtype=np.float32) for t in texts]
+
+    layer = EmbeddingCache(cluster)
+    got = await asyncio.gather(
+        layer.aget_or_compute_many(["a", "bb"], embed, "m2"),
+        layer.aget_or_compute_many(["bb", "ccc"], embed, "m2"),
+    )
+    assert [[v.tolist() for v in g] for g in got] == [
+        [[1.0, 1.0], [2.0, 2.0]],
+        [[2.0, 2.0], [3.0, 3.0]],
+    ]
+    assert sorted(embedded) == ["a", "bb", "ccc"]
+    with pytest.raises(ValueError, match="returned 1 vectors for 2 texts"):
+        await layer.aget_or_compute_many(["x", "y"], lambda texts: [np.ones(2)], "m2")
