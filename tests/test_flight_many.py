@@ -246,3 +246,30 @@ async def test_embedding_cache_async_batches_with_an_async_embed_function(cluste
     assert sorted(embedded) == ["a", "bb", "ccc"]
     with pytest.raises(ValueError, match="returned 1 vectors for 2 texts"):
         await layer.aget_or_compute_many(["x", "y"], lambda texts: [np.ones(2)], "m2")
+
+
+def test_a_quota_tenant_computes_its_missing_keys_without_a_shared_flight(cluster):
+    from omnicache_cluster import TenantQuota
+
+    from .conftest import unique
+
+    tenant = unique("metered")
+    cluster.set_tenant_quota(tenant, TenantQuota(max_concurrent_computes=4))
+    try:
+        metered = cluster.for_tenant(tenant)
+        import ray
+
+        skey = metered.key("probe")
+        owner = metered._state.current_ring(metered.options).owner(skey)
+        reply = ray.get(
+            metered._state.handle_of(owner).get_or_lease_many.remote([(skey, 5.0, 0.0)])
+        )
+        assert reply[1] == [("coordinate", None)]  # the coordinator admits its computes
+        fn = Recorder()
+        assert metered.get_or_compute_many(["q1", "q2"], fn) == ["v:q1", "v:q2"]
+        assert fn.calls == [["q1", "q2"]]
+        assert metered.get_or_compute_many(["q2", "q1"], fn) == ["v:q2", "v:q1"]  # stored
+        assert len(fn.calls) == 1
+        assert cluster.get_many(["q1"]) == [MISS]  # the tenant's own entries
+    finally:
+        cluster.set_tenant_quota(tenant, None)
