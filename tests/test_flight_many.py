@@ -273,3 +273,76 @@ def test_a_quota_tenant_computes_its_missing_keys_without_a_shared_flight(cluste
         assert cluster.get_many(["q1"]) == [MISS]  # the tenant's own entries
     finally:
         cluster.set_tenant_quota(tenant, None)
+
+
+# -- the same call on a local backend (one process) ---------------------------------------
+
+
+def test_local_backend_overlapping_batches_compute_each_key_once():
+    from omnicache_cluster import InMemoryBackend
+
+    backend = InMemoryBackend()
+    fn = Recorder(delay=0.3)
+    batches = [["x1", "x2", "x3", "x2"], ["x3", "x4", "x1"]]
+    barrier = threading.Barrier(2)
+    out: dict[int, list[str]] = {}
+
+    def run(n: int) -> None:
+        barrier.wait()
+        out[n] = backend.get_or_compute_many(batches[n], fn)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    for n, batch in enumerate(batches):
+        assert out[n] == [f"v:{k}" for k in batch]
+    assert sorted(fn.computed().elements()) == ["x1", "x2", "x3", "x4"]
+    assert backend.get_or_compute_many(["x4", "x1"], fn) == ["v:x4", "v:x1"]
+    assert len(fn.calls) == 2
+
+
+def test_local_backend_errors_reach_waiters_and_counts_are_checked():
+    from omnicache_cluster import InMemoryBackend
+
+    backend = InMemoryBackend()
+    failing = Recorder(delay=0.3, fail=True)
+    errors: list[BaseException] = []
+
+    def lead() -> None:
+        try:
+            backend.get_or_compute_many(["f1", "f2"], failing)
+        except KeyError as exc:
+            errors.append(exc)
+
+    leader = threading.Thread(target=lead)
+    leader.start()
+    time.sleep(0.1)
+    fine = Recorder()
+    with pytest.raises(KeyError, match="provider down"):
+        backend.get_or_compute_many(["f2", "f3"], fine)
+    leader.join(5)
+    assert len(errors) == 1
+    assert fine.calls == [["f3"]]
+    with pytest.raises(ValueError, match="returned 1 values for 2 keys"):
+        backend.get_or_compute_many(["g1", "g2"], lambda keys: ["one"])
+    assert backend.get_or_compute_many(["g1", "f1"], fine) == ["v:g1", "v:f1"]
+
+
+async def test_local_backend_async_batches():
+    from omnicache_cluster import InMemoryBackend
+
+    backend = InMemoryBackend()
+    calls: list[list[str]] = []
+
+    async def fn(keys):
+        calls.append(list(keys))
+        await asyncio.sleep(0.2)
+        return [f"v:{k}" for k in keys]
+
+    got = await asyncio.gather(
+        backend.aget_or_compute_many(["a", "b"], fn), backend.aget_or_compute_many(["b", "c"], fn)
+    )
+    assert got == [["v:a", "v:b"], ["v:b", "v:c"]]
+    assert sorted(k for c in calls for k in c) == ["a", "b", "c"]

@@ -215,3 +215,129 @@ class LocalSingleFlight:
             raise
         finally:
             _end(fkey, call)
+
+    # -- batches ------------------------------------------------------------------------
+
+    def _many_plan(
+        self, keys: list[Any], found: list[Any], layer: str
+    ) -> tuple[dict[str, int], list[tuple[int, tuple[int, str], _Call]], list[tuple[int, _Call]]]:
+        """Join the flight of every distinct missing key without waiting: return
+        ``(first position by stored key, flights led, flights of other callers)``."""
+        first: dict[str, int] = {}
+        led: list[tuple[int, tuple[int, str], _Call]] = []
+        others: list[tuple[int, _Call]] = []
+        for i, (key, value) in enumerate(zip(keys, found, strict=True)):
+            if value is not MISS:
+                continue
+            fkey = self._flight_key(key, layer)
+            if fkey[1] in first:
+                continue
+            first[fkey[1]] = i
+            call, leader = _join(fkey)
+            (led.append((i, fkey, call)) if leader else others.append((i, call)))
+        return first, led, others
+
+    def get_or_compute_many(
+        self,
+        keys: Iterable[Any],
+        fn_many: Callable[[list[Any]], Any],
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+        layer: str = DEFAULT_LAYER,
+        wait_timeout: float = 600.0,
+        lease_ttl: float = 10.0,
+    ) -> list[Any]:
+        """Return the values of ``keys`` in order; ``fn_many(missing keys)`` computes the
+        ones nobody in this process is computing (one call), then the others are waited
+        for (see `CacheCluster.get_or_compute_many`)."""
+        keys = list(keys)
+        found = self.get_many(keys, MISS, layer=layer)  # type: ignore[attr-defined]
+        first, led, others = self._many_plan(keys, found, layer)
+        if led:
+            try:
+                values = _values(fn_many([keys[i] for i, _, _ in led]), len(led))
+                for (i, _fkey, call), value in zip(led, values, strict=True):
+                    found[i] = call.value = value
+                    self._store_computed(keys[i], value, ttl, tags, layer)
+            except BaseException as exc:
+                for _i, _fkey, call in led:
+                    _fail(call, exc)
+                raise
+            finally:
+                for _i, fkey, call in led:
+                    _end(fkey, call)
+        for i, call in others:
+            if not call.done.wait(wait_timeout):
+                raise Timeout(f"waited {wait_timeout}s for the caller computing {keys[i]!r}")
+            found[i] = _outcome(call, self.get(keys[i], MISS, layer=layer))  # type: ignore[attr-defined]
+        late = [i for i, call in others if found[i] is MISS]  # its leader was cancelled
+        if late:
+            values = _values(fn_many([keys[i] for i in late]), len(late))
+            for i, value in zip(late, values, strict=True):
+                found[i] = value
+                self._store_computed(keys[i], value, ttl, tags, layer)
+        return _spread(keys, found, first, self, layer)
+
+    async def aget_or_compute_many(
+        self,
+        keys: Iterable[Any],
+        fn_many: Callable[[list[Any]], Any],
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] | None = None,
+        layer: str = DEFAULT_LAYER,
+        wait_timeout: float = 600.0,
+        lease_ttl: float = 10.0,
+    ) -> list[Any]:
+        """Async `get_or_compute_many`; ``fn_many`` may return an awaitable."""
+        keys = list(keys)
+        found = await self.aget_many(keys, MISS, layer=layer)  # type: ignore[attr-defined]
+        first, led, others = self._many_plan(keys, found, layer)
+
+        async def compute(positions: list[int]) -> list[Any]:
+            result = fn_many([keys[i] for i in positions])
+            if inspect.isawaitable(result):
+                result = await result
+            return _values(result, len(positions))
+
+        if led:
+            try:
+                values = await compute([i for i, _, _ in led])
+                for (i, _fkey, call), value in zip(led, values, strict=True):
+                    found[i] = call.value = value
+                    await self._astore_computed(keys[i], value, ttl, tags, layer)
+            except BaseException as exc:
+                for _i, _fkey, call in led:
+                    _fail(call, exc)
+                raise
+            finally:
+                for _i, fkey, call in led:
+                    _end(fkey, call)
+        for i, call in others:
+            if not await call.wait_async(wait_timeout):
+                raise Timeout(f"waited {wait_timeout}s for the caller computing {keys[i]!r}")
+            found[i] = _outcome(call, await self.aget(keys[i], MISS, layer=layer))  # type: ignore[attr-defined]
+        late = [i for i, call in others if found[i] is MISS]
+        if late:
+            for i, value in zip(late, await compute(late), strict=True):
+                found[i] = value
+                await self._astore_computed(keys[i], value, ttl, tags, layer)
+        return _spread(keys, found, first, self, layer)
+
+
+def _values(result: Any, n: int) -> list[Any]:
+    values = list(result)
+    if len(values) != n:
+        raise ValueError(f"the batch function returned {len(values)} values for {n} keys")
+    return values
+
+
+def _spread(
+    keys: list[Any], found: list[Any], first: dict[str, int], backend: Any, layer: str
+) -> list[Any]:
+    """Give a key that appears twice the value of its first position."""
+    for i, value in enumerate(found):
+        if value is MISS:
+            found[i] = found[first[backend.key(keys[i], layer)]]
+    return found
