@@ -71,6 +71,7 @@ class _Many:
         self.wait_timeout, self.lease_ttl = wait_timeout, lease_ttl
         self.tokens: dict[int, int] = {}
         self.sites: dict[int, Any] = {}
+        self.error: Exception | None = None
 
     def distinct(self) -> list[int]:
         return sorted(set(self.slot))
@@ -83,7 +84,8 @@ class _Many:
         self, positions: list[int], outcomes: Sequence[Any], waited: bool
     ) -> tuple[list[int], list[int], list[int]]:
         """Take lease outcomes; return the positions to ``(lead, compute unleased,
-        wait for)``. A waiter's error or timeout is raised, as for a single key."""
+        wait for)``. Another caller's error, or a wait that timed out, goes to
+        ``error`` (raised once this caller's new leases are let go)."""
         lead: list[int] = []
         plain: list[int] = []
         busy: list[int] = []
@@ -102,9 +104,13 @@ class _Many:
             elif kind in ("coordinate", "retry", "expired"):
                 plain.append(pos)  # a quota tenant's key, or a value that was not shared
             else:  # done, error, timeout (waited), quota
-                value = _outcome_value(
-                    self.client, kind, payload, self.keys[pos], self.wait_timeout
-                )
+                try:
+                    value = _outcome_value(
+                        self.client, kind, payload, self.keys[pos], self.wait_timeout
+                    )
+                except Exception as exc:
+                    self.error = self.error or exc
+                    continue
                 if value is MISS:
                     plain.append(pos)
                 else:
@@ -166,10 +172,11 @@ class _Many:
             _Batch("set_many", [s[0] for s in stores], stores),
         )
 
-    def failed_batch(self, lead: list[int], exc: Exception) -> _Batch:
-        """Release ``lead`` with the batch function's error (waiters get it too)."""
-        error = _portable(exc)
-        items = [(self.skeys[p], self.tokens[p], "error", error) for p in lead]
+    def failed_batch(self, lead: list[int], exc: Exception | None) -> _Batch:
+        """Release ``lead`` with the batch function's error (waiters get it too), or,
+        without one, for a waiter to take over (this caller gives up)."""
+        outcome = ("retry", None) if exc is None else ("error", _portable(exc))
+        items = [(self.skeys[p], self.tokens[p], *outcome) for p in lead]
         return _Batch("release_many", [i[0] for i in items], items)
 
     def result(self) -> list[Any]:
@@ -211,6 +218,9 @@ def get_or_compute_many(
             lead, plain, busy = [], todo, []
         else:
             lead, plain, busy = many.sort(todo, outcomes, waited=wait > 0)
+        if many.error is not None:
+            _guarded_run(client, many.failed_batch(lead, None))
+            raise many.error
         compute = lead + plain
         if compute:
             many.keep(lead)
@@ -267,6 +277,9 @@ async def aget_or_compute_many(
             lead, plain, busy = [], todo, []
         else:
             lead, plain, busy = many.sort(todo, outcomes, waited=wait > 0)
+        if many.error is not None:
+            await _aguarded_run(client, many.failed_batch(lead, None))
+            raise many.error
         compute = lead + plain
         if compute:
             await asyncio.to_thread(many.keep, lead)

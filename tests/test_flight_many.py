@@ -346,3 +346,28 @@ async def test_local_backend_async_batches():
     )
     assert got == [["v:a", "v:b"], ["v:b", "v:c"]]
     assert sorted(k for c in calls for k in c) == ["a", "b", "c"]
+
+
+def test_a_waited_error_lets_go_of_leases_taken_in_the_same_round(cluster):
+    import ray
+
+    # "g": a lease nobody will release (its holder died), ending in 0.6 s.
+    skey = cluster.key("g")
+    owner = cluster._state.current_ring(cluster.options).owner(skey)
+    ray.get(cluster._state.handle_of(owner).get_or_lease_many.remote([(skey, 0.6, 0.0)]))
+    failing = Recorder(delay=0.3, fail=True)
+
+    def lead() -> None:
+        with pytest.raises(KeyError):
+            cluster.get_or_compute_many(["e"], failing)
+
+    leader = threading.Thread(target=lead)
+    leader.start()
+    time.sleep(0.1)  # "e" is being computed, and will fail
+    with pytest.raises(KeyError, match="provider down"):
+        # Waiting, "e" answers the error and "g" a lease: the lease must be let go.
+        cluster.get_or_compute_many(["e", "g"], Recorder(), lease_ttl=30)
+    leader.join(5)
+    t0 = time.monotonic()
+    assert cluster.get_or_compute_many(["g"], Recorder()) == ["v:g"]
+    assert time.monotonic() - t0 < 3
