@@ -2,7 +2,8 @@
 
 Several Ray tasks work through overlapping questions at the same time. For its
 questions each task makes one batch embedding call (`EmbeddingCache.get_or_compute_many`:
-only the texts no task embedded yet go to the provider), asks the LLM for each answer
+only the texts no task embedded or is embedding go to the provider; a text another
+task is embedding right now is waited for), asks the LLM for each answer
 (`ResponseCache.get_or_generate`: cluster-wide single-flight, so two tasks missing the
 same question at the same moment pay for one call) and streams a summary
 (`StreamingResponseCache.get_or_stream`: a concurrent task replays the live stream).
