@@ -23,6 +23,7 @@ counted and logged.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,7 @@ from omnicache_cluster._routing import _Batch
 from omnicache_cluster.core.sentinel import MISS
 
 if TYPE_CHECKING:
-    from omnicache_cluster.client import CacheCluster
+    from omnicache_cluster.client import CacheCluster, ClientOptions
 
 __all__ = ["aget_or_compute_many", "get_or_compute_many"]
 
@@ -75,6 +76,18 @@ class _Many:
 
     def distinct(self) -> list[int]:
         return sorted(set(self.slot))
+
+    def lease_options(self, wait: float) -> ClientOptions:
+        """The client's options, with room for a call that waits ``wait`` seconds on
+        the shard (as the single-key flight's lease call has)."""
+        opts = self.client.options
+        if wait <= 0:
+            return opts
+        return dataclasses.replace(
+            opts,
+            call_timeout_s=opts.call_timeout_s + wait,
+            retry_deadline_s=opts.retry_deadline_s + wait,
+        )
 
     def lease_batch(self, positions: list[int], wait: float) -> _Batch:
         args = [(self.skeys[p], self.lease_ttl, wait) for p in positions]
@@ -201,7 +214,7 @@ def get_or_compute_many(
     lease_ttl: float,
 ) -> list[Any]:
     """See `CacheCluster.get_or_compute_many`."""
-    state, opts = client._state, client.options
+    state = client._state
     faults = _cache_faults()
     many = _Many(
         client, keys, ttl=ttl, tags=tags, layer=layer, wait_timeout=wait_timeout,
@@ -212,7 +225,7 @@ def get_or_compute_many(
         if not todo:
             break
         try:
-            outcomes = state.run(many.lease_batch(todo, wait), opts).results
+            outcomes = state.run(many.lease_batch(todo, wait), many.lease_options(wait)).results
         except faults as exc:
             record_fault("lease", exc)
             lead, plain, busy = [], todo, []
@@ -260,7 +273,7 @@ async def aget_or_compute_many(
     lease_ttl: float,
 ) -> list[Any]:
     """See `CacheCluster.aget_or_compute_many`; ``fn_many`` may be async."""
-    state, opts = client._state, client.options
+    state = client._state
     faults = _cache_faults()
     many = _Many(
         client, keys, ttl=ttl, tags=tags, layer=layer, wait_timeout=wait_timeout,
@@ -271,7 +284,8 @@ async def aget_or_compute_many(
         if not todo:
             break
         try:
-            outcomes = (await state.arun(many.lease_batch(todo, wait), opts)).results
+            batch = many.lease_batch(todo, wait)
+            outcomes = (await state.arun(batch, many.lease_options(wait))).results
         except faults as exc:
             record_fault("lease", exc)
             lead, plain, busy = [], todo, []

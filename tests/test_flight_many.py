@@ -371,3 +371,17 @@ def test_a_waited_error_lets_go_of_leases_taken_in_the_same_round(cluster):
     t0 = time.monotonic()
     assert cluster.get_or_compute_many(["g"], Recorder()) == ["v:g"]
     assert time.monotonic() - t0 < 3
+
+
+def test_a_waiter_outwaits_a_leader_slower_than_the_call_timeout(cluster):
+    quick = cluster.with_options(call_timeout_s=0.5, retry_deadline_s=1.0)
+    slow, waiting = Recorder(delay=2.0), Recorder()
+    leader = threading.Thread(target=quick.get_or_compute_many, args=(["slow"], slow))
+    leader.start()
+    time.sleep(0.2)
+    # The wait (2 s) is longer than a call may take (0.5 s) or retry (1 s): the lease
+    # call that waits has room for wait_timeout, as the single-key one has.
+    assert quick.get_or_compute_many(["slow"], waiting, wait_timeout=10) == ["v:slow"]
+    leader.join(5)
+    assert waiting.calls == []
+    assert slow.calls == [["slow"]]
