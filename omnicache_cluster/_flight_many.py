@@ -90,8 +90,12 @@ class _Many:
         )
 
     def lease_batch(self, positions: list[int], wait: float) -> _Batch:
-        args = [(self.skeys[p], self.lease_ttl, wait) for p in positions]
-        return _Batch("get_or_lease_many", [self.skeys[p] for p in positions], args)
+        """Pass 1 (``wait`` 0) goes on the direct port; a wait may end in another
+        caller's exception, which only a Ray call carries."""
+        keys = [self.skeys[p] for p in positions]
+        if wait <= 0:
+            return _Batch("lease_many", keys, [(k, self.lease_ttl) for k in keys])
+        return _Batch("get_or_lease_many", keys, [(k, self.lease_ttl, wait) for k in keys])
 
     def sort(
         self, positions: list[int], outcomes: Sequence[Any], waited: bool

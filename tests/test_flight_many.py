@@ -385,3 +385,13 @@ def test_a_waiter_outwaits_a_leader_slower_than_the_call_timeout(cluster):
     leader.join(5)
     assert waiting.calls == []
     assert slow.calls == [["slow"]]
+
+
+def test_a_batch_miss_takes_its_lease_and_ends_it_on_the_direct_port(cluster):
+    def direct() -> int:
+        return sum(s["direct_requests"] for s in cluster.stats()["shards"])
+
+    before = direct()
+    assert cluster.get_or_compute_many(["d1"], Recorder()) == ["v:d1"]
+    # get_many, lease_many, set_and_release_many: none through a Ray call
+    assert direct() - before == 3

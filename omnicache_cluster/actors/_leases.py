@@ -124,6 +124,13 @@ class ShardLeases:
         self._leases.release(item[0], token, ("done", item[1]))
         return reply
 
+    async def lease_many(
+        self, args: Sequence[tuple[str, float]]
+    ) -> tuple[int, list[Outcome], list[int]]:
+        """`get_or_lease_many` of ``(key, lease_ttl)`` pairs that never waits (so its
+        outcomes are plain data, fit for the direct port)."""
+        return await self.get_or_lease_many([(key, ttl, 0.0) for key, ttl in args])
+
     async def set_and_release_many(
         self, items: Sequence[tuple[SetItem, int]]
     ) -> tuple[int, list[int], list[int]]:

@@ -46,7 +46,19 @@ __all__ = [
 ]
 
 #: The shard methods served on the direct port (each takes one argument).
-METHODS = frozenset({"get", "get_many", "set_many", "delete_many", "exists_many", "changes_since"})
+METHODS = frozenset(
+    {
+        "get",
+        "get_many",
+        "set_many",
+        "delete_many",
+        "exists_many",
+        "changes_since",
+        # batch single-flight: the lease that does not wait, and the store that ends it
+        "lease_many",
+        "set_and_release_many",
+    }
+)
 #: Largest frame either side accepts (a frame of 100 values of 16 MiB, plus slack).
 MAX_FRAME = 2 * 1024 * 1024 * 1024 - 1
 #: The largest first (token) frame.
