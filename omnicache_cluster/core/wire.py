@@ -3,9 +3,10 @@
 A Ray actor call costs about a millisecond of CPU across the caller, the actor and
 Ray's own threads; a cache's data calls are small and many. So every shard also
 serves its data methods (`METHODS`) on a TCP port of its node, and clients send
-their gets, sets, deletes and exists checks there, falling back to Ray calls when
-the port cannot be used. Everything else (the ring, leases, migration, stats,
-admin) stays on Ray calls.
+their gets, sets, deletes and exists checks there (and a batch flight's lease that
+does not wait, and its store-and-release), falling back to Ray calls when the port
+cannot be used. Everything else (the ring, single-key leases, waits, migration,
+stats, admin) stays on Ray calls.
 
 Frames: a 4-byte big-endian length, then a msgpack body. The client's first frame is
 the shard's token (32 random bytes, handed out only through a Ray call to the shard,
