@@ -223,13 +223,17 @@ class TestBackendContract:
         assert await api.get("list") == [1, 2]
 
 
-@pytest.mark.parametrize("kind", ["memory", "disk", "redis", "tiered"])
-def test_blocking_backends_satisfy_the_protocol(kind, tmp_path, request):
+def _blocking(kind: str, tmp_path, request):
+    """One of the blocking backends, on a real redis-server where it needs one."""
     if kind in ("redis", "tiered"):
         url = request.getfixturevalue("redis_server")
-        backend = _redis(url) if kind == "redis" else _tiered(url)
-    else:
-        backend = _memory() if kind == "memory" else _disk(tmp_path)
+        return _redis(url) if kind == "redis" else _tiered(url)
+    return _memory() if kind == "memory" else _disk(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk", "redis", "tiered"])
+def test_blocking_backends_satisfy_the_protocol(kind, tmp_path, request):
+    backend = _blocking(kind, tmp_path, request)
     assert isinstance(backend, CacheBackend)
     backend.close()
 
@@ -240,11 +244,7 @@ def test_blocking_backends_compute_once_per_key(kind, tmp_path, request):
     import threading
     import time
 
-    if kind in ("redis", "tiered"):
-        url = request.getfixturevalue("redis_server")
-        backend = _redis(url) if kind == "redis" else _tiered(url)
-    else:
-        backend = _memory() if kind == "memory" else _disk(tmp_path)
+    backend = _blocking(kind, tmp_path, request)
     calls = []
 
     def slow():
@@ -264,6 +264,39 @@ def test_blocking_backends_compute_once_per_key(kind, tmp_path, request):
     assert results == [{"answer": 42}] * 8
     assert len(calls) == 1
     assert backend.get("q") == {"answer": 42}
+    backend.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk", "redis", "tiered"])
+def test_blocking_backends_compute_overlapping_batches_once_per_key(kind, tmp_path, request):
+    """get_or_compute_many (the embedding layer's batch path) on every local backend."""
+    import threading
+    import time
+
+    backend = _blocking(kind, tmp_path, request)
+    computed = []
+
+    def embed(keys):
+        computed.extend(keys)
+        time.sleep(0.3)
+        return [f"v:{k}" for k in keys]
+
+    batches = [["a", "b", "c"], ["c", "d", "a"]]
+    results = {}
+    barrier = threading.Barrier(2)
+
+    def run(n):
+        barrier.wait()
+        results[n] = backend.get_or_compute_many(batches[n], embed)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == {n: [f"v:{k}" for k in b] for n, b in enumerate(batches)}
+    assert sorted(computed) == ["a", "b", "c", "d"]
+    assert backend.get_many(["d", "b"]) == ["v:d", "v:b"]
     backend.close()
 
 
