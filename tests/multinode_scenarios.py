@@ -158,11 +158,12 @@ def node_failure(cluster: Any, placement: str, redis_url: str | None) -> dict[st
             metrics=False,
         )
         where = _where(ray, cache)
-        if any(node != head for node in where.values()):
+        if any(node != head for node in where.values()) and len(set(where.values())) > 1:
             break
-        # SPREAD is best effort: Ray may put every shard on the head node, and then no
-        # worker node holds one to kill. Start again.
-        _log(f"{placement}: every shard on the head node (attempt {attempt + 1}); again")
+        # SPREAD is best effort: Ray may put every shard on one node. On the head node
+        # no worker node holds one to kill; on a worker node, killing it leaves no shard
+        # whose entries must keep being served. Start again.
+        _log(f"{placement}: every shard on one node (attempt {attempt + 1}); again")
         cache.shutdown(stop_ray=False)
     try:
         dead_node = next(node for node in where.values() if node != head)

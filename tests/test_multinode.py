@@ -72,10 +72,9 @@ def test_spread_without_l2_keeps_serving_and_only_the_dead_shards_entries_miss(s
     results, log = scenarios
     r = results["spread"]
     assert "failed" not in r, (r, log[-3000:])
-    # SPREAD is best effort: the shards usually land on 2-3 nodes, but Ray may put all
-    # of them on one (strict_spread guarantees; see its test). Then every shard dies
-    # with that node, and the checks below hold all the same.
-    assert 1 <= r["nodes_of_shards"] <= 3
+    # SPREAD is best effort: Ray may put every shard on one node; the scenario starts
+    # the cluster again until they share no single node, so some shard survives.
+    assert 2 <= r["nodes_of_shards"] <= 3
     assert r["restarted_on_other_node"]  # Ray restarted it on a surviving node
     assert r["errors"] == []
     assert r["others_ok_during_outage"]
