@@ -413,8 +413,8 @@ class ShardMigration(ShardExport):
                     imp.source, "export_keys", imp.epoch, [keys[i] for i in pos], values
                 )
             except Exception as exc:  # a dead source: L2 (or nothing) has the rest
-                _log.debug(
-                    "shard %s: source %s did not answer: %s", self._config.name, imp.source, exc
+                _log.warning(
+                    "shard %s: source %s did not answer: %r", self._config.name, imp.source, exc
                 )
                 found = [None] * len(pos)
             return imp, pos, found
