@@ -29,6 +29,7 @@ def ray_session():
     import ray
 
     ray.init(
+        address="local",  # never attach to a Ray head another process started
         num_cpus=2,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
