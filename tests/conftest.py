@@ -25,13 +25,15 @@ def unique(prefix: str) -> str:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """Start one local Ray for the session (2 CPUs, no dashboard, loopback only)."""
+    """Start one local Ray for the session (2 CPUs, loopback only). Its dashboard runs,
+    as in production: it writes the Prometheus discovery file that
+    tests/test_prometheus_server.py scrapes through."""
     import ray
 
     ray.init(
         address="local",  # never attach to a Ray head another process started
         num_cpus=2,
-        include_dashboard=False,
+        include_dashboard=True,
         _node_ip_address="127.0.0.1",
         logging_level=logging.WARNING,
         log_to_driver=True,
