@@ -8,76 +8,19 @@ cached, and async methods are real async calls.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from omnicache_cluster.core.keys import CacheKeyBuilder
 from omnicache_cluster.core.scope import DEFAULT_LAYER
 from omnicache_cluster.core.sentinel import MISS
+from omnicache_cluster.observability.cache_metrics import CacheMetrics
 from omnicache_cluster.protocols import CacheBackend
 
 if TYPE_CHECKING:
     from omnicache_cluster.config import OmnicacheSettings
-    from omnicache_cluster.observability.cost import PriceTable
-    from omnicache_cluster.observability.snapshot import ClusterMetrics
 
 __all__ = ["CacheManager", "CacheMetrics"]
-
-
-class CacheMetrics:
-    """Hit, miss and set counters of one manager, thread-safe.
-
-    Args:
-        evictions: returns the backend's eviction count when a snapshot is taken.
-    """
-
-    def __init__(self, evictions: Any = None) -> None:
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-        self.sets = 0
-        self._evictions = evictions
-
-    def record(self, *, hits: int = 0, misses: int = 0, sets: int = 0) -> None:
-        """Add to the counters."""
-        with self._lock:
-            self.hits += hits
-            self.misses += misses
-            self.sets += sets
-
-    def reset(self) -> None:
-        """Set every counter back to zero."""
-        with self._lock:
-            self.hits = self.misses = self.sets = 0
-
-    def snapshot(self) -> dict[str, Any]:
-        """Return ``hits, misses, sets, evictions, hit_rate, miss_rate``."""
-        with self._lock:
-            hits, misses, sets = self.hits, self.misses, self.sets
-        lookups = hits + misses
-        evictions = int(self._evictions()) if self._evictions is not None else 0
-        return {
-            "hits": hits,
-            "misses": misses,
-            "sets": sets,
-            "evictions": evictions,
-            "hit_rate": hits / lookups if lookups else 0.0,
-            "miss_rate": misses / lookups if lookups else 0.0,
-        }
-
-    @staticmethod
-    def from_cluster(cluster: Any, prices: PriceTable | None = None) -> ClusterMetrics:
-        """Return a snapshot of the whole cluster: every shard and tenant, plus the
-        tokens and cost that `record_saving` recorded (`ClusterMetrics`).
-
-        Args:
-            cluster: the cluster's admin `CacheCluster`.
-            prices: re-price the saved tokens with this `PriceTable`.
-        """
-        from omnicache_cluster.observability.snapshot import cluster_metrics
-
-        return cluster_metrics(cluster, prices)
 
 
 class CacheManager:
