@@ -96,7 +96,7 @@ def test_seed_recorders_rates_and_provider_fields():
 
 
 def test_backend_evictions_count_and_reset_starts_from_now():
-    manager = CacheManager(InMemoryBackend(2), CacheKeyBuilder())
+    manager = CacheManager(InMemoryBackend(max_size=2), CacheKeyBuilder())
     for i in range(5):
         manager.set(f"k{i}", i)
     assert manager.metrics.evictions == 3  # the LRU's, read from the backend
