@@ -95,6 +95,11 @@ def test_seed_recorders_rates_and_provider_fields():
     }
 
 
+def test_seed_dataclass_fields_as_constructor_arguments():
+    m = CacheMetrics(hits=3, misses=1, evictions=2, sets=4)
+    assert (m.hits, m.misses, m.evictions, m.sets, m.hit_rate) == (3, 1, 2, 4, 0.75)
+
+
 def test_backend_evictions_count_and_reset_starts_from_now():
     manager = CacheManager(InMemoryBackend(max_size=2), CacheKeyBuilder())
     for i in range(5):

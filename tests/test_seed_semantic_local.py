@@ -156,6 +156,8 @@ def test_seed_calls_without_an_equivalent_fail_loudly():
     adaptive = AdaptiveSemanticCache(InMemoryBackend(), FAISSBackend(dim=DIM), bow_embed)
     with pytest.raises(TypeError, match="context="):
         adaptive.get("how do I pay", turn_count=3)
+    with pytest.raises(AttributeError, match="max_error_rate"):
+        _ = adaptive.current_threshold
     with pytest.raises(ValueError, match="dimension"):  # the FAISS index sets the dimension
         SemanticCache(InMemoryBackend(), FAISSBackend(dim=8), bow_embed).set("x y", 1)
 

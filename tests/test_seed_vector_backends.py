@@ -99,3 +99,9 @@ def test_qdrant_config_and_seed_arguments_do_not_mix():
         QdrantBackend(":memory:", url=":memory:")
     with pytest.raises(ValueError, match="dim"):
         QdrantBackend(dim=0)
+
+
+def test_weaviate_and_pinecone_are_refused_naming_the_replacement():
+    for name in ("WeaviateBackend", "PineconeBackend"):
+        with pytest.raises(ImportError, match="use QdrantBackend or ChromaBackend"):
+            exec(f"from omnicache_cluster.backends.vector import {name}", {})  # noqa: S102

@@ -33,7 +33,9 @@ class CacheMetrics:
 
     Args:
         evictions: returns the backend's eviction count (read at every `snapshot`
-            and `evictions`); ``None``: only `record_eviction` counts.
+            and `evictions`); ``None``: only `record_eviction` counts; an int: the
+            starting count (the seed's dataclass field, like ``hits``, ``misses``
+            and ``sets``).
 
     Example:
         >>> m = CacheMetrics()
@@ -42,19 +44,26 @@ class CacheMetrics:
         (0.5, 1, 0)
     """
 
-    def __init__(self, evictions: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        evictions: Callable[[], int] | int | None = None,
+        *,
+        hits: int = 0,
+        misses: int = 0,
+        sets: int = 0,
+    ) -> None:
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-        self.sets = 0
+        self.hits = hits
+        self.misses = misses
+        self.sets = sets
         #: Provider-side prompt-cache hits (`PromptCacheLayer`), the seed's field.
         self.provider_cache_hits = 0
         #: Input tokens the provider served from its prompt cache.
         self.estimated_tokens_saved = 0
         #: US dollars those cached tokens saved.
         self.estimated_cost_saved_usd = 0.0
-        self._backend_evictions = evictions
-        self._recorded_evictions = 0
+        self._backend_evictions = None if isinstance(evictions, int) else evictions
+        self._recorded_evictions = evictions if isinstance(evictions, int) else 0
         self._evictions_at_reset = 0
 
     # -- the seed's recorders -----------------------------------------------------------

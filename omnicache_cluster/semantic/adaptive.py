@@ -421,6 +421,15 @@ class AdaptiveSemanticCache(SemanticCache):
         """The bound on the share of wrong semantic hits."""
         return self.policy.max_error_rate
 
+    @property
+    def current_threshold(self) -> float:
+        """The seed's tuned threshold: not kept here (raises AttributeError)."""
+        raise AttributeError(
+            "current_threshold is the seed's hit-rate-tuned threshold; here each candidate "
+            "is served by its learned error estimate: see max_error_rate, Lookup.score and "
+            "metrics.snapshot()"
+        )
+
     def _with_stats(self) -> bool:
         return True
 
