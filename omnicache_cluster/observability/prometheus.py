@@ -150,7 +150,7 @@ class PrometheusExporter:
             if namespace != "omnicache":
                 raise TypeError(
                     "namespace= names a manager's series; a cluster's names are fixed "
-                    "(omnicache_...); docs/migrating-from-omnicache-ai.md maps the seed's names"
+                    "(omnicache_...); docs/seed-semantic-metrics-cli.md maps the seed's names"
                 )
             self._collector = _ClusterCollector(ClusterSource(cluster, config))
             port = 0 if port is None else port
