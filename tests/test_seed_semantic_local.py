@@ -177,6 +177,41 @@ def test_manager_and_key_builder_scope_the_answers():
     assert cache.lookup("how can I reset my password").value == "Settings > Reset"
 
 
+class SeedStyleBackend:
+    """A custom backend in the seed's protocol: six methods over a dict."""
+
+    def __init__(self) -> None:
+        self.data: dict = {}
+
+    def get(self, key):
+        return self.data.get(key)
+
+    def set(self, key, value, ttl=None):
+        self.data[key] = value
+
+    def delete(self, key):
+        self.data.pop(key, None)
+
+    def exists(self, key):
+        return key in self.data
+
+    def clear(self):
+        self.data.clear()
+
+    def close(self):
+        pass
+
+
+def test_a_custom_backend_in_the_seeds_protocol_holds_the_answers():
+    store = SeedStyleBackend()
+    cache = SemanticCache(exact_backend=store, embed_fn=bow_embed, threshold=0.8)
+    cache.set("how do I cancel my order", "Orders > Cancel")
+    assert len(store.data) == 1  # the answer went to the user's store (as encoded bytes)
+    assert cache.get("how can I cancel my order") == "Orders > Cancel"
+    cache.clear()
+    assert cache.get("how do I cancel my order") is None
+
+
 # -- every local backend ----------------------------------------------------------------
 
 

@@ -85,16 +85,33 @@ def _resolve_backend(cluster: Any, exact_backend: Any, key_builder: CacheKeyBuil
     if manager is not None and isinstance(backend, manager.CacheManager):
         backend = backend.backend
     if not isinstance(backend, CacheBackend):
-        raise TypeError(
-            f"{type(backend).__qualname__} is not a cache backend: give a CacheCluster, "
-            "InMemoryBackend, DiskBackend, RedisBackend, TieredBackend or a CacheManager"
-        )
+        backend = _wrap_seed_backend(backend, key_builder)
     if key_builder is not None:
         if backend.key_namespace != key_builder.namespace:
             backend = backend.with_key_namespace(key_builder.namespace)
         if backend.tenant != key_builder.tenant:
             backend = backend.for_tenant(key_builder.tenant)
     return backend
+
+
+def _wrap_seed_backend(backend: Any, key_builder: CacheKeyBuilder | None) -> Any:
+    """Wrap an object with the seed's six backend methods in a `CustomBackend`.
+
+    Raises:
+        TypeError: ``backend`` is not one.
+    """
+    try:
+        from omnicache_cluster.backends.custom import CustomBackend, is_seed_backend
+    except ImportError:  # pragma: no cover - a build without the seed's protocol
+        is_seed_backend = None  # type: ignore[assignment]
+    if is_seed_backend is not None and is_seed_backend(backend):
+        namespace = key_builder.namespace if key_builder is not None else "omnicache"
+        return CustomBackend(backend, namespace=namespace)
+    raise TypeError(
+        f"{type(backend).__qualname__} is not a cache backend: give a CacheCluster, "
+        "InMemoryBackend, DiskBackend, RedisBackend, TieredBackend, a CacheManager, or "
+        "an object with the seed's methods get, set, delete, exists, clear and close"
+    )
 
 
 def _seed_positional(embed_fn: Any, rest: tuple[Any, ...]) -> tuple[Any, Any, float | None]:
