@@ -296,3 +296,29 @@ def test_opentelemetry_seed_endpoint_pushes_over_otlp_grpc():
         assert collector.values()["omnicache.hits"] == 2
     finally:
         collector.server.stop(grace=None)
+
+
+def test_exporting_a_manager_never_imports_ray(python_env):
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "from omnicache_cluster import CacheManager, OpenTelemetryExporter, PrometheusExporter\n"
+        "m = CacheManager()\n"
+        "PrometheusExporter(m, port=0).close()\n"
+        "OpenTelemetryExporter(m, MeterProvider()).close()\n"
+        "print(json.dumps('ray' in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=python_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) is False
