@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from omnicache_cluster.core.sentinel import MISS
-from omnicache_cluster.layers._base import CacheLayer, with_overrides
+from omnicache_cluster.layers._base import LAYER_DEFAULT, CacheLayer, with_overrides
 from omnicache_cluster.policies import RequestConfig, retriever_tag
 
 __all__ = ["RetrievalCache"]
@@ -41,7 +41,8 @@ class RetrievalCache(CacheLayer):
     """Cache of retriever results (documents, chunks, ids), shared cluster-wide.
 
     Entries are tagged ``retriever:<retriever_id>``; `invalidate_retriever` drops them
-    all after a re-index. A miss returns ``default`` (`MISS`): an empty result list
+    all after a re-index. A miss returns ``default`` (the layer's `miss_value`: ``None`` over a
+    `CacheManager`, `MISS` otherwise): an empty result list
     is a cached answer, not a miss.
 
     Example:
@@ -62,7 +63,7 @@ class RetrievalCache(CacheLayer):
         top_k: int = 5,
         *,
         filters: Mapping[str, Any] | None = None,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
     ) -> Any:
         """Return the cached results, or ``default`` on a miss."""
@@ -120,7 +121,7 @@ class RetrievalCache(CacheLayer):
         top_k: int = 5,
         *,
         filters: Mapping[str, Any] | None = None,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
     ) -> Any:
         """Async `get`."""

@@ -27,7 +27,7 @@ from typing import Any
 from omnicache_cluster._flight import record_fault
 from omnicache_cluster.core.keys import CacheKey, validate_part
 from omnicache_cluster.core.sentinel import MISS
-from omnicache_cluster.layers._base import CacheLayer, _faults, config_of, with_overrides
+from omnicache_cluster.layers._base import LAYER_DEFAULT, CacheLayer, _faults, config_of, with_overrides
 from omnicache_cluster.layers._streamwire import (
     ABANDONED,
     DONE,
@@ -129,13 +129,13 @@ class StreamingResponseCache(CacheLayer):
         model_id: str = "default",
         params: Mapping[str, Any] | None = None,
         *,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
         **request: Any,
     ) -> Any:
         """Return the cached chunk list of a request, or ``default``."""
         value = self._lookup(self._request(messages, model_id, params, request), config_of(config))
-        return default if value is MISS else [self._from(c) for c in value]
+        return self._or(default) if value is MISS else [self._from(c) for c in value]
 
     def invalidate_model(self, model_id: str) -> int:
         """Remove every cached stream of ``model_id`` (this tenant)."""
@@ -335,14 +335,14 @@ class StreamingResponseCache(CacheLayer):
         model_id: str = "default",
         params: Mapping[str, Any] | None = None,
         *,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
         **request: Any,
     ) -> Any:
         """Async `get`."""
         key = self._request(messages, model_id, params, request)
         value = await self._alookup(key, config_of(config))
-        return default if value is MISS else [self._from(c) for c in value]
+        return self._or(default) if value is MISS else [self._from(c) for c in value]
 
     def aget_or_stream(
         self,
