@@ -430,9 +430,10 @@ def _check_compressor(compressor: Any) -> Compressor | None:
 
     if isinstance(compressor, NoopCompressor):
         return None
-    if not (callable(getattr(compressor, "compress", None)) and callable(
-        getattr(compressor, "decompress", None)
-    )):
+    if not (
+        callable(getattr(compressor, "compress", None))
+        and callable(getattr(compressor, "decompress", None))
+    ):
         raise TypeError(f"compressor must have compress() and decompress(), got {compressor!r}")
     return compressor  # type: ignore[no-any-return]
 

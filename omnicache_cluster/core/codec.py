@@ -7,8 +7,8 @@ Envelope layout (5 bytes of header, then the payload)::
 
 The default codec is msgpack with extension types for tuples, sets, numpy arrays
 (raw bytes + dtype + shape, no pickle), and dataclasses and pydantic models (their
-fields as plain data plus the class's name; see `allow_types`). Payloads above ``compress_threshold`` bytes
-are lz4-compressed when that makes them smaller.
+fields as plain data plus the class's name; see `allow_types`). Payloads above
+``compress_threshold`` bytes are lz4-compressed when that makes them smaller.
 
 Pickle runs code when it loads, so bytes read back from shared storage (Redis, disk)
 are a code-execution risk. `PickleCodec` therefore exists only when the user builds
@@ -82,9 +82,7 @@ def _type_name(cls: type) -> str:
 
 def _is_pydantic_class(cls: Any) -> bool:
     pydantic = sys.modules.get("pydantic")
-    return (
-        pydantic is not None and isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)
-    )
+    return pydantic is not None and isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)
 
 
 def _is_data_class(cls: Any) -> bool:
@@ -107,9 +105,7 @@ def allow_types(*classes: type) -> None:
     """
     for cls in classes:
         if not _is_data_class(cls):
-            raise TypeError(
-                f"allow_types takes dataclasses and pydantic models, got {cls!r}"
-            )
+            raise TypeError(f"allow_types takes dataclasses and pydantic models, got {cls!r}")
     with _allowed_lock:
         for cls in classes:
             _allowed[_type_name(cls)] = cls

@@ -25,7 +25,7 @@ from omnicache_cluster.core.codec import JsonCodec, PickleCodec, Serializer
 __all__ = ["JsonSerializer", "PickleSerializer", "Serializer"]
 
 
-def JsonSerializer(*, compress_threshold: int | None = 1024) -> Serializer:  # noqa: N802 - the seed's class name
+def JsonSerializer(*, compress_threshold: int | None = 1024) -> Serializer:
     """Return a `Serializer` that writes JSON envelopes.
 
     Example:
@@ -36,7 +36,7 @@ def JsonSerializer(*, compress_threshold: int | None = 1024) -> Serializer:  # n
     return Serializer(JsonCodec(), compress_threshold=compress_threshold)
 
 
-def PickleSerializer(  # noqa: N802 - the seed's class name
+def PickleSerializer(
     secret_key: bytes | None = None, *, compress_threshold: int | None = 1024, **kwargs: Any
 ) -> Serializer:
     """Return a `Serializer` that writes HMAC-signed pickle (opt-in, signed only).

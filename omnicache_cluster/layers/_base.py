@@ -120,6 +120,11 @@ class CacheLayer:
 
     Args:
         backend: a `CacheCluster`, an `InMemoryBackend`, or a `CacheManager`.
+        serializer: the seed's per-layer serializer (e.g. ``JsonSerializer()``):
+            every value this layer stores must encode with it, or ``TypeError`` is
+            raised where it is stored; the backend's codec still stores it.
+        stampede_shield: the seed's `StampedeShield`; accepted and not needed:
+            ``get_or_*`` calls are single-flight already, cluster-wide.
         ttl_policy: ttls per layer; when omitted, the manager's (over a
             `CacheManager`) or `TTLPolicy.from_env()`.
         layer: the key's layer part; the class default (``response``...) if omitted.
@@ -128,8 +133,26 @@ class CacheLayer:
     layer: ClassVar[str] = "default"
 
     def __init__(
-        self, backend: Any, *, ttl_policy: TTLPolicy | None = None, layer: str | None = None
+        self,
+        backend: Any,
+        serializer: Any = None,
+        stampede_shield: Any = None,
+        *,
+        ttl_policy: TTLPolicy | None = None,
+        layer: str | None = None,
     ) -> None:
+        if serializer is not None and not callable(getattr(serializer, "dumps", None)):
+            raise TypeError(f"serializer must have dumps(), got {serializer!r}")
+        if stampede_shield is not None:
+            from omnicache_cluster.core.stampede import StampedeShield
+
+            if not isinstance(stampede_shield, StampedeShield):
+                raise TypeError(
+                    f"stampede_shield must be a StampedeShield, got {stampede_shield!r}"
+                )
+        self._check_value: Callable[[Any], Any] = (
+            check_encodable if serializer is None else serializer.dumps
+        )
         self._backend, manager = _resolve(backend)
         self._metrics = None if manager is None else manager.metrics
         self._layer = validate_part("layer", layer or type(self).layer)
@@ -229,7 +252,7 @@ class CacheLayer:
         if not config.writes or not items:
             return
         for _, value in items:
-            check_encodable(value)  # a value that cannot be cached fails here, loudly
+            self._check_value(value)  # a value that cannot be cached fails here, loudly
         try:
             self._backend.set_many(items, **self._write_args(config, tags))
         except (ValueTooLarge, *_faults()) as exc:
@@ -255,7 +278,7 @@ class CacheLayer:
         def compute() -> T:
             ran.append(True)
             value = fn()
-            check_encodable(value)  # raised to this caller and every waiter
+            self._check_value(value)  # raised to this caller and every waiter
             return value
 
         value = self._backend.get_or_compute(key, compute, **self._write_args(config, tags))
@@ -290,7 +313,7 @@ class CacheLayer:
         if not config.writes or not items:
             return
         for _, value in items:
-            check_encodable(value)
+            self._check_value(value)
         try:
             await self._backend.aset_many(items, **self._write_args(config, tags))
         except (ValueTooLarge, *_faults()) as exc:
@@ -322,7 +345,7 @@ class CacheLayer:
         async def compute() -> T:
             ran.append(True)
             value = await _maybe_await(fn())
-            check_encodable(value)
+            self._check_value(value)
             return value
 
         value = await self._backend.aget_or_compute(key, compute, **self._write_args(config, tags))

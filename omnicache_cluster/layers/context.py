@@ -66,7 +66,10 @@ class ContextCache(CacheLayer):
     ) -> list[Any]:
         """Return several turns of a session in one batch (one call per shard)."""
         keys = [self._key(_context_key(session_id, t)) for t in turn_indexes]
-        return [self._or(default) if v is MISS else v for v in self._lookup_many(keys, config_of(config))]
+        return [
+            self._or(default) if v is MISS else v
+            for v in self._lookup_many(keys, config_of(config))
+        ]
 
     def set(
         self,

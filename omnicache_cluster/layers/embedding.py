@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from omnicache_cluster.core.keys import CacheKey
 from omnicache_cluster.core.sentinel import MISS
-from omnicache_cluster.layers._base import LAYER_DEFAULT, CacheLayer, _maybe_await, config_of, with_overrides
+from omnicache_cluster.layers._base import (
+    LAYER_DEFAULT,
+    CacheLayer,
+    _maybe_await,
+    config_of,
+    with_overrides,
+)
 from omnicache_cluster.policies import RequestConfig, model_tag
 
 if TYPE_CHECKING:
@@ -169,7 +175,9 @@ class EmbeddingCache(CacheLayer):
     def _dim_checked(self, vector: Any) -> Any:
         arr = as_vector(vector)
         if self.dim is not None and arr.shape[-1:] != (self.dim,):
-            raise ValueError(f"an embedding of this cache has {self.dim} values, got shape {arr.shape}")
+            raise ValueError(
+                f"an embedding of this cache has {self.dim} values, got shape {arr.shape}"
+            )
         return arr
 
     def _keys(
@@ -201,7 +209,10 @@ class EmbeddingCache(CacheLayer):
     ) -> list[Any]:
         """Return the cached vectors of ``texts`` in order (one batch)."""
         _, keys = self._keys(texts, model_id, params)
-        return [self._or(default) if v is MISS else v for v in self._lookup_many(keys, config_of(config))]
+        return [
+            self._or(default) if v is MISS else v
+            for v in self._lookup_many(keys, config_of(config))
+        ]
 
     def set(
         self,

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 from omnicache_cluster._flight import record_fault
 from omnicache_cluster.core.keys import CacheKey
-from omnicache_cluster.core.sentinel import MISS
 from omnicache_cluster.layers._base import LAYER_DEFAULT, CacheLayer, merged, with_overrides
 from omnicache_cluster.policies import RequestConfig, model_tag
 
@@ -81,8 +80,8 @@ class ResponseCache(CacheLayer):
 
     Every method takes the seed's arguments (``messages, model_id, params``), the
     request fields ``system=``, ``tools=``, ``tool_choice=``, ``response_format=``,
-    and ``config=`` (a `RequestConfig`). A miss returns ``default`` (the layer's `miss_value`: ``None`` over a
-    `CacheManager`, `MISS` otherwise), so a
+    and ``config=`` (a `RequestConfig`). A miss returns ``default`` (the layer's
+    `miss_value`: ``None`` over a `CacheManager`, `MISS` otherwise); over a backend a
     cached ``None`` or ``""`` is a hit. Entries are tagged ``model:<model_id>``.
 
     Args:
