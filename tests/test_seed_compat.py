@@ -734,3 +734,23 @@ def test_seed_examples_and_round_trip_on_the_cluster(cluster: Any) -> None:
     assert ResponseCache(manager).get([{"role": "user", "content": "never"}]) is None
     _round_trip_every_layer(manager)
     _round_trip_every_layer(cluster.for_tenant("seed-direct"))
+
+
+def test_semantic_threshold_setting_reaches_the_semantic_caches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from omnicache_cluster import SemanticCache
+
+    def embed(text: str) -> np.ndarray:
+        return np.array([1.0, float(len(text)), 0.5])
+
+    manager = CacheManager.from_settings(
+        OmnicacheSettings.from_env({"OMNICACHE_SEMANTIC_THRESHOLD": "0.83"})
+    )
+    assert SemanticCache(manager, embed).threshold == 0.83
+    monkeypatch.setenv("OMNICACHE_SEMANTIC_THRESHOLD", "0.77")
+    assert SemanticCache(InMemoryBackend(), embed).threshold == 0.77
+    assert SemanticCache(InMemoryBackend(), embed, threshold=0.99).threshold == 0.99
+    monkeypatch.setenv("OMNICACHE_SEMANTIC_THRESHOLD", "2")
+    with pytest.raises(ConfigError, match="OMNICACHE_SEMANTIC_THRESHOLD"):
+        SemanticCache(InMemoryBackend(), embed)

@@ -343,9 +343,9 @@ class PromptCacheLayer:
 
 def _add_provider_savings(metrics: Any, tokens: int, usd: float) -> None:
     """Add one provider cache hit to a seed-style metrics object."""
-    record = getattr(metrics, "record_provider_hit", None)
-    if callable(record):
-        record(tokens_saved=tokens, cost_saved_usd=usd)
+    record = getattr(metrics, "record_provider_cache_hit", None)
+    if callable(record):  # `CacheMetrics`
+        record(tokens, usd)
         return
     lock = getattr(metrics, "_lock", None) or threading.Lock()
     with lock:

@@ -65,6 +65,17 @@ def _is_cluster(backend: Any) -> bool:
     return client is not None and isinstance(backend, client.CacheCluster)
 
 
+def _env_threshold() -> float | None:
+    """Return ``OMNICACHE_SEMANTIC_THRESHOLD`` if set (a `ConfigError` if invalid)."""
+    import os
+
+    if os.environ.get("OMNICACHE_SEMANTIC_THRESHOLD") is None:
+        return None
+    from omnicache_cluster.config import OmnicacheSettings
+
+    return float(OmnicacheSettings.from_env().semantic_threshold)
+
+
 def _resolve_backend(cluster: Any, exact_backend: Any, key_builder: CacheKeyBuilder | None) -> Any:
     """Return the backend view a semantic cache stores its answers in.
 
@@ -220,8 +231,10 @@ class SemanticCache:
             `LocalSemanticIndex` in this process; no Ray).
         embed_fn: ``text -> vector`` (sync, or a coroutine function for the async
             calls); runs in the caller, never in the index actor.
-        threshold: the least cosine similarity a candidate needs to be served (0.9;
-            0.95, the seed's default, when the cache is built the seed's way).
+        threshold: the least cosine similarity a candidate needs to be served; when
+            omitted, the `CacheManager`'s ``semantic_threshold`` (built over one), else
+            ``OMNICACHE_SEMANTIC_THRESHOLD`` if set, else 0.9 (0.95, the seed's
+            default, when the cache is built the seed's way).
         model: the embedding model id (entries of different models never match).
         dim: the embedding dimension (learned from the first embedding if omitted).
         ttl: default seconds to live of stored answers (and their vectors).
@@ -295,11 +308,16 @@ class SemanticCache:
             )
         if not callable(embed_fn):
             raise TypeError("embed_fn must be a callable text -> vector")
+        manager_threshold = getattr(cluster, "semantic_threshold", None)
         backend = _resolve_backend(cluster, exact_backend, key_builder)
         self._local = not _is_cluster(backend)
         self._vector_backend = self._check_vector_backend(vector_backend, index_config)
         if dim is None and self._vector_backend is not None:
             dim = int(self._vector_backend.dim)
+        if threshold is None and isinstance(manager_threshold, float):
+            threshold = manager_threshold  # a CacheManager's (OMNICACHE_SEMANTIC_THRESHOLD)
+        if threshold is None:
+            threshold = _env_threshold()
         if threshold is None:
             threshold = SEED_THRESHOLD if seed_form else 0.9
         #: What `get` returns on a miss when the caller gives no default.
