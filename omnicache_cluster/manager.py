@@ -199,7 +199,9 @@ class CacheManager:
     def _ttl(self, ttl: float | None, cache_type: str | None, layer: str) -> float | None:
         if ttl is not None:
             return ttl
-        return self._ttl_policy.ttl_for(layer if cache_type is None else cache_type)
+        if cache_type is None:  # the seed's default cache_type is "response"
+            cache_type = "response" if layer == DEFAULT_LAYER else layer
+        return self._ttl_policy.ttl_for(cache_type)
 
     def _semantic_key(self, vector: Any) -> CacheKey | None:
         results = self._vector_backend.search(vector, top_k=1)
@@ -236,21 +238,13 @@ class CacheManager:
         Args:
             key: the key (anything with a canonical encoding, or a `CacheKey`).
             semantic: look up the nearest stored ``vector`` instead of ``key`` (the
-                seed's form; needs ``vector_backend``).
+                seed's form); without ``vector_backend`` or ``vector`` it is an exact
+                lookup of ``key``, as in the seed.
             vector: the query embedding of a semantic lookup.
             default: returned on a miss (``MISS`` tells a miss from a cached ``None``).
             layer: the key's layer part.
-
-        Raises:
-            ValueError: ``semantic=True`` without a ``vector``, or without a
-                ``vector_backend`` on this manager.
         """
-        if semantic:
-            if self._vector_backend is None or vector is None:
-                raise ValueError(
-                    "get(semantic=True) needs vector= and a manager built with "
-                    "vector_backend= (or use SemanticCache)"
-                )
+        if semantic and self._vector_backend is not None and vector is not None:
             skey = self._semantic_key(vector)
             value = MISS if skey is None else self._backend.get(skey, MISS, layer=skey.layer)
         else:
@@ -280,9 +274,8 @@ class CacheManager:
             ttl: seconds to live; by default the ``ttl_policy``'s for ``cache_type``.
             vector: also index ``key`` under this embedding (needs ``vector_backend``).
             tags: invalidation tags.
-            cache_type: the `TTLPolicy` entry of a write without ``ttl`` (``layer``'s
-                when omitted: the policy's default for the default layer; the seed
-                defaulted to ``"response"``).
+            cache_type: the `TTLPolicy` entry of a write without ``ttl``: by default
+                ``layer``, or ``"response"`` (the seed's default) for the default layer.
             layer: the key's layer part.
 
         Raises:

@@ -426,13 +426,15 @@ def test_manager_seed_constructor_and_ttl_policy() -> None:
         0.9,
         None,
     )
-    manager.set("plain", 1)  # default layer: default_ttl
+    manager.set("plain", 1, cache_type="default")  # not in per_type: default_ttl
     manager.set("typed", 2, None, None, ["t"], "response")  # positional, cache_type
+    manager.set("seed", 3)  # no cache_type: "response", the seed's default
     rc = ResponseCache(manager)  # layers take the manager's ttls
     rc.set(MESSAGES, "4", model_id="m")
     now[0] += 11
     assert manager.get("plain") == 1
     assert manager.get("typed") is None
+    assert manager.get("seed") is None
     assert rc.get(MESSAGES, model_id="m") is None
     now[0] += 90
     assert manager.get("plain") is None
@@ -453,6 +455,9 @@ def test_manager_semantic_get_with_a_vector_backend() -> None:
     manager.set("capital of France?", "Paris", vector=np.array([1.0, 0.0, 0.0, 0.1]))
     assert manager.get("x", semantic=True, vector=np.array([1.0, 0.0, 0.0, 0.12])) == "Paris"
     assert manager.get("x", semantic=True, vector=np.array([0.0, 1.0, 0.0, 0.0])) is None
+    # without vector= the seed's semantic=True is an exact lookup
+    assert manager.get("capital of France?", semantic=True) == "Paris"
+    assert CacheManager(InMemoryBackend()).get("k", semantic=True, vector=[1.0]) is None
     manager.delete("capital of France?")
     assert manager.get("x", semantic=True, vector=np.array([1.0, 0.0, 0.0, 0.1])) is None
 
@@ -607,11 +612,6 @@ def test_prompt_cache_layer_seed_metrics() -> None:
             ValueError,
             r"InMemoryBackend\(eviction_policy=",
         ),
-        (
-            lambda: CacheManager(InMemoryBackend()).get("k", semantic=True, vector=[1.0]),
-            ValueError,
-            "vector_backend=.*SemanticCache",
-        ),
     ],
     ids=[
         "algo",
@@ -624,7 +624,6 @@ def test_prompt_cache_layer_seed_metrics() -> None:
         "chunk-joiner",
         "min-chars",
         "eviction-policy",
-        "semantic-without-vectors",
     ],
 )
 def test_remaining_differences_fail_loudly(call: Any, error: type, pattern: str) -> None:
@@ -754,3 +753,47 @@ def test_semantic_threshold_setting_reaches_the_semantic_caches(
     monkeypatch.setenv("OMNICACHE_SEMANTIC_THRESHOLD", "2")
     with pytest.raises(ConfigError, match="OMNICACHE_SEMANTIC_THRESHOLD"):
         SemanticCache(InMemoryBackend(), embed)
+
+
+# -- the migration guide's examples run ---------------------------------------------------
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "migrating-from-omnicache-ai.md"
+
+
+def _guide_block(marker: str) -> str:
+    text = GUIDE.read_text(encoding="utf-8")
+    start = text.index(f"<!-- migrate:{marker} -->")
+    return text[start:].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_guide_single_process_example_runs() -> None:
+    exec(compile(_guide_block("single"), str(GUIDE), "exec"), {})  # noqa: S102
+
+
+def test_guide_lists_no_silent_difference() -> None:
+    text = GUIDE.read_text(encoding="utf-8")
+    changed = text.split("## Changed on purpose", 1)[1]
+    rows = [r for r in changed.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    assert rows
+    for row in rows:
+        assert row.rstrip().endswith("|"), row
+        assert row.split("|")[-2].strip(), f"no 'how it shows' for: {row}"
+
+
+@pytest.mark.ray
+def test_guide_three_lines_on_a_cluster(ray_session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNICACHE_RAY_NAMESPACE", unique("guide"))
+    monkeypatch.setenv("OMNICACHE_NUM_SHARDS", "1")
+    monkeypatch.setenv("OMNICACHE_BACKEND", "memory")
+    scope: dict[str, Any] = {}
+    exec(compile(_guide_block("cluster"), str(GUIDE), "exec"), scope)  # noqa: S102
+    cluster, manager = scope["cluster"], scope["manager"]
+    try:
+        rc = ResponseCache(manager)
+        assert rc.get_or_generate(MESSAGES, lambda m: completion(), model_id="gpt-4o") == (
+            completion()
+        )
+        assert rc.get(MESSAGES, model_id="gpt-4o") == completion()
+        assert manager.get("absent") is None
+    finally:
+        cluster.shutdown(stop_ray=False)

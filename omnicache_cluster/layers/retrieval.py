@@ -9,7 +9,6 @@ filtered and an unfiltered search shared one entry).
 from __future__ import annotations
 
 import inspect
-
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
