@@ -72,7 +72,7 @@ async def test_async_llm_middleware_is_async_and_single_flight(cluster):
     # Over a plain function it gives a plain wrapper, as the seed did (issue 17).
     plain = AsyncLLMMiddleware(ResponseCache(cluster), model_id="plain")(lambda p: p + "!")
     assert not inspect.iscoroutinefunction(plain)
-    assert plain("hi") == "hi!"
+    assert await asyncio.to_thread(plain, "hi") == "hi!"
 
 
 def test_embedding_middleware_batches_only_the_missing_texts(cluster):
