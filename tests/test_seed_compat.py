@@ -797,3 +797,31 @@ def test_guide_three_lines_on_a_cluster(ray_session: Any, monkeypatch: pytest.Mo
         assert manager.get("absent") is None
     finally:
         cluster.shutdown(stop_ray=False)
+
+
+def test_typed_values_resolve_only_against_the_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    import msgpack
+
+    from omnicache_cluster import CodecError, Serializer, allow_types
+    from omnicache_cluster.core import codec
+
+    ser = Serializer()
+    blob = ser.dumps(Doc("a", 1.0))
+    monkeypatch.setattr(codec, "_allowed", {})  # a reader process that never wrote a Doc
+    with pytest.raises(CodecError, match=r"allow_types\(Doc\)"):
+        ser.loads(blob)
+    backend = InMemoryBackend()
+    backend.set("k", Doc("a", 1.0))  # writing allows it again in this process
+    monkeypatch.setattr(codec, "_allowed", {})
+    assert backend.get("k") is MISS  # refused: a miss, counted
+    assert backend.stats()["decode_errors"] == 1
+    allow_types(Doc)
+    assert ser.loads(blob) == Doc("a", 1.0)
+    with pytest.raises(TypeError, match="dataclasses and pydantic"):
+        allow_types(types.SimpleNamespace)
+    # Bytes naming another class (a function, a non-data class) are never resolved.
+    for name in ("os:system", "subprocess:Popen", f"{__name__}:SixMethodBackend"):
+        body = msgpack.packb([name, {}])
+        forged = ser.dumps(0)[:5] + msgpack.packb(msgpack.ExtType(6, body))
+        with pytest.raises(CodecError, match="allow-list"):
+            ser.loads(forged)
