@@ -825,3 +825,57 @@ def test_typed_values_resolve_only_against_the_allow_list(monkeypatch: pytest.Mo
         forged = ser.dumps(0)[:5] + msgpack.packb(msgpack.ExtType(6, body))
         with pytest.raises(CodecError, match="allow-list"):
             ser.loads(forged)
+
+
+SEED_IMPORTS = [
+    ("backends.memory_backend", "InMemoryBackend"),
+    ("backends.async_memory_backend", "AsyncInMemoryBackend"),
+    ("backends.disk_backend", "DiskBackend"),
+    ("backends.redis_backend", "RedisBackend"),
+    ("backends.tiered_backend", "TieredBackend"),
+    ("backends.vector_backend", "FAISSBackend"),
+    ("backends.vector_backend", "ChromaBackend"),
+    ("backends.base", "CacheBackend"),
+    ("backends.base", "VectorBackend"),
+    ("backends.async_base", "AsyncCacheBackend"),
+    ("core.cache_manager", "CacheManager"),
+    ("core.key_builder", "CacheKeyBuilder"),
+    ("core.metrics", "CacheMetrics"),
+    ("core.policies", "TTLPolicy"),
+    ("core.policies", "EvictionPolicy"),
+    ("core.invalidation", "InvalidationEngine"),
+    ("core.request_config", "RequestConfig"),
+    ("core.warmer", "CacheWarmer"),
+    ("core.compressor", "GzipCompressor"),
+    ("core.serializer", "JsonSerializer"),
+    ("core.stampede", "StampedeShield"),
+    ("layers.response_cache", "ResponseCache"),
+    ("layers.embedding_cache", "EmbeddingCache"),
+    ("layers.retrieval_cache", "RetrievalCache"),
+    ("layers.context_cache", "ContextCache"),
+    ("layers.streaming_cache", "StreamingResponseCache"),
+    ("layers.prompt_cache", "PromptCacheLayer"),
+    ("layers.semantic_cache", "SemanticCache"),
+    ("layers.adaptive_semantic_cache", "AdaptiveSemanticCache"),
+    ("middleware.llm_middleware", "LLMMiddleware"),
+    ("middleware.llm_middleware", "AsyncLLMMiddleware"),
+    ("middleware.embedding_middleware", "EmbeddingMiddleware"),
+    ("middleware.retriever_middleware", "RetrieverMiddleware"),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "name"), SEED_IMPORTS, ids=[f"{m}.{n}" for m, n in SEED_IMPORTS]
+)
+def test_seed_module_paths_import_after_the_rename(module: str, name: str) -> None:
+    import importlib
+
+    import omnicache_cluster
+
+    obj = getattr(importlib.import_module(f"omnicache_cluster.{module}"), name)
+    if module == "backends.vector_backend":  # not top-level names: optional libraries
+        from omnicache_cluster.backends import vector
+
+        assert obj is getattr(vector, name)
+    else:
+        assert obj is getattr(omnicache_cluster, name)
