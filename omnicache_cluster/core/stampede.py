@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from omnicache_cluster.backends._local_flight import _end, _join
-
 __all__ = ["StampedeShield"]
 
 
@@ -44,6 +42,10 @@ class StampedeShield:
         Raises:
             TimeoutError: the leader did not finish within ``timeout`` seconds.
         """
+        # The flights live with the local backends' (imported here: core depends on
+        # nothing above it at import time).
+        from omnicache_cluster.backends._local_flight import _end, _join
+
         fkey = (id(self), str(key))
         call, leader = _join(fkey)
         if not leader:
