@@ -733,6 +733,13 @@ def test_seed_examples_and_round_trip_on_the_cluster(cluster: Any) -> None:
     assert ResponseCache(manager).get([{"role": "user", "content": "never"}]) is None
     _round_trip_every_layer(manager)
     _round_trip_every_layer(cluster.for_tenant("seed-direct"))
+    rc = ResponseCache(manager)
+    other = [{"role": "user", "content": "unencodable"}]
+    with pytest.raises(TypeError, match="SimpleNamespace"):
+        rc.set(other, types.SimpleNamespace(text="4"), model_id="m")
+    with pytest.raises(TypeError, match="SimpleNamespace"):
+        rc.get_or_generate(other, lambda m: types.SimpleNamespace(text="4"), model_id="m")
+    assert rc.get(other, model_id="m") is None
 
 
 def test_semantic_threshold_setting_reaches_the_semantic_caches(
