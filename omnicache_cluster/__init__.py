@@ -29,15 +29,30 @@ from omnicache_cluster.errors import (
 if TYPE_CHECKING:
     from omnicache_cluster.actors._migration import MigrationOptions
     from omnicache_cluster.backends.async_memory import AsyncInMemoryBackend
+    from omnicache_cluster.backends.custom import (
+        AsyncCacheBackend,
+        CacheBackend,
+        CustomBackend,
+        VectorBackend,
+    )
     from omnicache_cluster.backends.disk import DiskBackend
     from omnicache_cluster.backends.memory import InMemoryBackend
     from omnicache_cluster.backends.redis import RedisBackend
     from omnicache_cluster.backends.tiered import TieredBackend
     from omnicache_cluster.client import CacheCluster, ClientOptions
     from omnicache_cluster.config import L2Config, OmnicacheSettings
-    from omnicache_cluster.core.codec import JsonCodec, MsgpackCodec, PickleCodec, Serializer
+    from omnicache_cluster.core.codec import (
+        JsonCodec,
+        MsgpackCodec,
+        PickleCodec,
+        Serializer,
+        allow_types,
+    )
+    from omnicache_cluster.core.compressor import Compressor, GzipCompressor, NoopCompressor
     from omnicache_cluster.core.nearcache import NearCacheOptions
     from omnicache_cluster.core.quota import TenantQuota
+    from omnicache_cluster.core.serializer import JsonSerializer, PickleSerializer
+    from omnicache_cluster.core.stampede import StampedeShield
     from omnicache_cluster.layers._prices import ModelPrice
     from omnicache_cluster.layers._streamwire import StreamInterrupted
     from omnicache_cluster.layers.context import ContextCache
@@ -56,14 +71,24 @@ if TYPE_CHECKING:
     from omnicache_cluster.observability.prometheus import PrometheusExporter
     from omnicache_cluster.observability.snapshot import ClusterMetrics
     from omnicache_cluster.placement import ShardPlacement
-    from omnicache_cluster.policies import InvalidationEngine, RequestConfig, TTLPolicy
+    from omnicache_cluster.policies import (
+        EvictionPolicy,
+        InvalidationEngine,
+        RequestConfig,
+        TTLPolicy,
+    )
+    from omnicache_cluster.semantic.adaptive import AdaptiveSemanticCache
+    from omnicache_cluster.semantic.cache import SemanticCache
     from omnicache_cluster.warmer import CacheWarmer, WarmReport
 
 __all__ = [
     "MISS",
     "ActorMetricsConfig",
+    "AdaptiveSemanticCache",
+    "AsyncCacheBackend",
     "AsyncInMemoryBackend",
     "AsyncLLMMiddleware",
+    "CacheBackend",
     "CacheCluster",
     "CacheKey",
     "CacheKeyBuilder",
@@ -73,14 +98,19 @@ __all__ = [
     "ClientOptions",
     "ClusterMetrics",
     "CodecError",
+    "Compressor",
     "ConfigError",
     "ContextCache",
+    "CustomBackend",
     "DiskBackend",
     "EmbeddingCache",
     "EmbeddingMiddleware",
+    "EvictionPolicy",
+    "GzipCompressor",
     "InMemoryBackend",
     "InvalidationEngine",
     "JsonCodec",
+    "JsonSerializer",
     "L2Config",
     "L2Unavailable",
     "LLMMiddleware",
@@ -89,11 +119,13 @@ __all__ = [
     "Moved",
     "MsgpackCodec",
     "NearCacheOptions",
+    "NoopCompressor",
     "OmnicacheError",
     "OmnicacheSettings",
     "OpenTelemetryExporter",
     "PermanentError",
     "PickleCodec",
+    "PickleSerializer",
     "PriceTable",
     "PrometheusExporter",
     "PromptCacheLayer",
@@ -103,9 +135,11 @@ __all__ = [
     "ResponseCache",
     "RetrievalCache",
     "RetrieverMiddleware",
+    "SemanticCache",
     "Serializer",
     "ShardPlacement",
     "ShardUnavailable",
+    "StampedeShield",
     "StreamInterrupted",
     "StreamingResponseCache",
     "TTLPolicy",
@@ -114,8 +148,10 @@ __all__ = [
     "Timeout",
     "TransientError",
     "ValueTooLarge",
+    "VectorBackend",
     "WarmReport",
     "__version__",
+    "allow_types",
     "record_saving",
 ]
 
@@ -162,6 +198,20 @@ _LAZY = {
     "WarmReport": "omnicache_cluster.warmer",
     "MigrationOptions": "omnicache_cluster.actors._migration",
     "ShardPlacement": "omnicache_cluster.placement",
+    "AsyncCacheBackend": "omnicache_cluster.backends.custom",
+    "CacheBackend": "omnicache_cluster.backends.custom",
+    "CustomBackend": "omnicache_cluster.backends.custom",
+    "VectorBackend": "omnicache_cluster.backends.custom",
+    "Compressor": "omnicache_cluster.core.compressor",
+    "GzipCompressor": "omnicache_cluster.core.compressor",
+    "NoopCompressor": "omnicache_cluster.core.compressor",
+    "JsonSerializer": "omnicache_cluster.core.serializer",
+    "PickleSerializer": "omnicache_cluster.core.serializer",
+    "StampedeShield": "omnicache_cluster.core.stampede",
+    "EvictionPolicy": "omnicache_cluster.policies",
+    "AdaptiveSemanticCache": "omnicache_cluster.semantic.adaptive",
+    "SemanticCache": "omnicache_cluster.semantic.cache",
+    "allow_types": "omnicache_cluster.core.codec",
 }
 
 

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,12 +31,16 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "cmd_flush",
     "cmd_inspect",
+    "cmd_local_flush",
+    "cmd_local_inspect",
+    "cmd_local_stats",
     "cmd_start",
     "cmd_stats",
     "cmd_status",
     "cmd_stop",
     "cmd_warm",
     "connect",
+    "local_backend",
 ]
 
 DEFAULT_NAMESPACE = "omnicache"
@@ -391,3 +395,142 @@ def cmd_warm(
     warmer = CacheWarmer(ResponseCache(view), progress=progress, console=console)
     report = warmer.warm_from_file(path, model_id=model, ttl=ttl, skip_existing=skip_existing)
     return {"file": str(path), "tenant": tenant, **report.as_dict()}
+
+
+# -- one process: the backend the environment configures (the seed's CLI) ---------------
+
+
+def local_backend(env: Mapping[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Open the backend ``OMNICACHE_*`` variables configure (the seed's
+    ``OMNICACHE_BACKEND``, ``OMNICACHE_DISK_PATH``, ``OMNICACHE_REDIS_URL``,
+    ``OMNICACHE_NAMESPACE``); return ``(backend, where)``.
+
+    Raises:
+        ConfigError: a variable has an invalid value (named), or the backend is
+            ``memory``, which lives only in the process that uses it.
+    """
+    from omnicache_cluster.config import OmnicacheSettings
+    from omnicache_cluster.errors import ConfigError
+
+    settings = OmnicacheSettings.from_env(env)
+    if settings.backend not in ("disk", "redis"):
+        raise ConfigError(
+            f"OMNICACHE_BACKEND is {settings.backend!r}: an in-memory cache lives only in "
+            "the process that uses it, so a command cannot see it; set OMNICACHE_BACKEND="
+            "disk (with OMNICACHE_DISK_PATH) or redis (with OMNICACHE_REDIS_URL), or use "
+            "the cluster's commands (omnicache-cluster stats)"
+        )
+    where: dict[str, Any] = {"backend": settings.backend, "namespace": settings.namespace}
+    if settings.backend == "disk":
+        where["path"] = settings.disk_path
+    else:
+        where["url"] = _without_password(settings.redis_url)
+    return settings.make_backend(), where
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+def cmd_local_stats(backend: Any, where: Mapping[str, Any]) -> dict[str, Any]:
+    """Return what the backend holds in its key namespace: entries per tenant and per
+    layer (read from the store; hits and misses are counted by the processes that
+    serve them, in `CacheManager.metrics`, and are not stored)."""
+    prefix = f"{backend.key_namespace}:"
+    tenants: dict[str, int] = {}
+    layers: dict[str, int] = {}
+    for skey in backend.store.keys(prefix):
+        try:
+            key = CacheKey.parse(skey)
+        except ValueError:  # not one of ours
+            continue
+        tenants[key.tenant] = tenants.get(key.tenant, 0) + 1
+        layers[key.layer] = layers.get(key.layer, 0) + 1
+    store = backend.store.stats()
+    return {
+        **where,
+        "entries": sum(tenants.values()),
+        "tenants": dict(sorted(tenants.items())),
+        "layers": dict(sorted(layers.items())),
+        "corrupt_records": int(store.get("corrupt", 0)),
+    }
+
+
+def cmd_local_inspect(
+    backend: Any,
+    key: str,
+    *,
+    layer: str = "default",
+    tenant: str = "default",
+    json_key: bool = False,
+) -> dict[str, Any]:
+    """Return what the backend holds under one key, without counting a lookup.
+
+    ``key`` is a stored key (``namespace:tenant:layer:digest``) or a user key hashed
+    with ``layer`` and ``tenant`` in the backend's key namespace (parsed as JSON
+    first with ``json_key``). The reply has the seed's fields (``key``, ``exists``,
+    ``value_type``, ``value_size_bytes``) plus the stored key, ttl, tags and value.
+    """
+    try:
+        skey = str(CacheKey.parse(key))
+    except ValueError:
+        skey = backend.for_tenant(tenant).key(json.loads(key) if json_key else key, layer)
+    (record,) = backend.store.get_many([skey])
+    out: dict[str, Any] = {"key": key, "stored_key": skey, "exists": record is not None}
+    if record is None:
+        return out
+    try:
+        value = backend._ser.loads(record.value)  # the CLI is part of the backend
+        shown, kind = repr(value), type(value).__name__
+    except Exception as exc:  # show what is there even if this process cannot decode it
+        value, shown, kind = None, f"<undecodable: {exc}>", "bytes"
+    prefix = skey.rsplit(":", 2)[0] + ":"  # namespace:tenant:
+    out.update(
+        value_type=kind,
+        value_size_bytes=len(value) if isinstance(value, bytes | str) else "n/a",
+        stored_bytes=len(record.value),
+        tags=[t[len(prefix) :] if t.startswith(prefix) else t for t in record.tags],
+        ttl_remaining_s=(
+            None if record.expires_at is None else round(record.expires_at - time.time(), 1)
+        ),
+        value=shown if len(shown) <= 2000 else shown[:2000] + "...",
+    )
+    return out
+
+
+def cmd_local_flush(
+    backend: Any,
+    where: Mapping[str, Any],
+    *,
+    tenant: str | None = None,
+    tag: str | None = None,
+    all_tenants: bool = False,
+    confirm: Callable[[str], bool] = lambda _what: True,
+) -> dict[str, Any]:
+    """Remove entries of the backend's key namespace: one tenant's (``default``, as
+    the seed's ``manager.clear()``), those tagged ``tag``, or every tenant's; asks
+    ``confirm`` first. Returns ``{"scope", "confirmed", "removed"}``."""
+    ns = backend.key_namespace
+    loc = where.get("path") or where.get("url")
+    if tag is not None:
+        scope = f"entries tagged {tag!r} of tenant {tenant or 'default'!r} in {ns!r} at {loc}"
+    elif all_tenants:
+        scope = f"EVERY entry of key namespace {ns!r} at {loc}"
+    else:
+        scope = f"every entry of tenant {tenant or 'default'!r} in key namespace {ns!r} at {loc}"
+    if not confirm(scope):
+        return {"scope": scope, "confirmed": False, "removed": 0}
+    if all_tenants and tag is None:
+        keys = backend.store.keys(f"{ns}:")
+        removed = sum(backend.store.delete_many(keys)) if keys else 0
+    else:
+        view = backend.for_tenant(tenant or "default")
+        removed = view.invalidate(tag) if tag is not None else view.clear()
+    return {"scope": scope, "confirmed": True, "removed": removed}

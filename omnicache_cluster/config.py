@@ -29,6 +29,10 @@ __all__ = ["L2_KINDS", "WRITE_MODES", "L2Config", "OmnicacheSettings", "redact_u
 L2_KINDS: Final = ("redis", "disk")
 WRITE_MODES: Final = ("write_through", "write_behind")
 _BACKENDS: Final = ("memory", "disk", "redis")
+_VECTOR_BACKENDS: Final = ("none", "faiss", "chroma")
+_UNSET: Final[Any] = object()
+# The seed's per-layer ttl fields (``ttl_response=`` ...) and their layers.
+_TTL_FIELDS: Final = ("embedding", "retrieval", "context", "response")
 # The seed's per-layer TTL defaults (seconds).
 _LAYER_TTLS: Final = {
     "embedding": 86400.0,
@@ -199,6 +203,16 @@ class OmnicacheSettings:
         redis_password: the Redis password (never shown in ``repr``).
         redis_tls: use TLS to Redis.
         redis_tls_ca_certs: CA bundle for TLS.
+        max_memory_entries: the entry bound of the memory backend (LRU past it).
+        vector_backend: ``"none"``, ``"faiss"`` or ``"chroma"``: the vector store of
+            `CacheManager.from_settings` (``get(semantic=True, vector=)``).
+        embedding_dim: the dimension of that vector store.
+        key_hash_algo: only ``"blake2b"``: keys are a 128-bit BLAKE2b digest of a
+            canonical encoding; the seed's ``"sha256"`` / ``"md5"`` are refused with
+            a `ConfigError` (see `CacheKeyBuilder`).
+        ttl_embedding: the seed's field for ``layer_ttls["embedding"]`` (likewise
+            ``ttl_retrieval``, ``ttl_context``, ``ttl_response``); reading one gives
+            the layer's ttl.
     """
 
     backend: Literal["memory", "disk", "redis"] = "memory"
@@ -218,8 +232,17 @@ class OmnicacheSettings:
     redis_password: str | None = field(default=None, repr=False)
     redis_tls: bool = False
     redis_tls_ca_certs: str | None = None
+    max_memory_entries: int | None = 10_000
+    vector_backend: Literal["none", "faiss", "chroma"] = "none"
+    embedding_dim: int = 1536
+    key_hash_algo: str = "blake2b"
+    ttl_embedding: float | None = _UNSET
+    ttl_retrieval: float | None = _UNSET
+    ttl_context: float | None = _UNSET
+    ttl_response: float | None = _UNSET
 
     def __post_init__(self) -> None:
+        self._merge_layer_ttls()
         if self.backend not in _BACKENDS:
             raise ConfigError(
                 f"backend must be one of {', '.join(_BACKENDS)}, got {self.backend!r}"
@@ -244,6 +267,28 @@ class OmnicacheSettings:
             except (TypeError, ValueError) as exc:
                 raise ConfigError(str(exc)) from None
         self.l2_config()  # validates the L2 fields
+        if self.max_memory_entries is not None:
+            _positive("max_memory_entries", self.max_memory_entries, integer=True)
+        if self.vector_backend not in _VECTOR_BACKENDS:
+            raise ConfigError(
+                f"vector_backend must be one of {', '.join(_VECTOR_BACKENDS)}, "
+                f"got {self.vector_backend!r}"
+            )
+        _positive("embedding_dim", self.embedding_dim, integer=True)
+        if self.key_hash_algo != "blake2b":
+            from omnicache_cluster.core.keys import algo_error
+
+            raise ConfigError(algo_error("key_hash_algo", self.key_hash_algo))
+
+    def _merge_layer_ttls(self) -> None:
+        ttls = dict(self.layer_ttls)
+        for layer in _TTL_FIELDS:
+            value = getattr(self, f"ttl_{layer}")
+            if value is not _UNSET:
+                ttls[layer] = None if value == 0 else value
+        object.__setattr__(self, "layer_ttls", ttls)
+        for layer in _TTL_FIELDS:
+            object.__setattr__(self, f"ttl_{layer}", ttls.get(layer, self.default_ttl))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OmnicacheSettings:
@@ -258,7 +303,10 @@ class OmnicacheSettings:
         (write_through|write_behind), ``OMNICACHE_L2_QUEUE_MAX``,
         ``OMNICACHE_L2_FLUSH_INTERVAL`` (seconds), ``OMNICACHE_REDIS_KEY_PREFIX``,
         ``OMNICACHE_REDIS_PASSWORD``, ``OMNICACHE_REDIS_TLS`` (true|false) and
-        ``OMNICACHE_REDIS_TLS_CA_CERTS``. Unset variables keep their defaults.
+        ``OMNICACHE_REDIS_TLS_CA_CERTS``. The seed's ``OMNICACHE_MAX_MEMORY_ENTRIES``,
+        ``OMNICACHE_VECTOR_BACKEND`` (none|faiss|chroma), ``OMNICACHE_EMBEDDING_DIM``
+        and ``OMNICACHE_KEY_HASH_ALGO`` (only blake2b; the seed's sha256 and md5 are
+        refused, naming the fix) are read too. Unset variables keep their defaults.
 
         Args:
             environ: the variables to read (``os.environ`` by default).
@@ -290,6 +338,22 @@ class OmnicacheSettings:
             tls_ca_certs=self.redis_tls_ca_certs,
         )
 
+    def make_vector_backend(self) -> Any:
+        """Return the vector store ``vector_backend`` names (``None`` for ``"none"``).
+
+        Raises:
+            ImportError: its optional dependency is not installed (names the extra).
+        """
+        if self.vector_backend == "faiss":
+            from omnicache_cluster.backends.vector.faiss import FAISSBackend
+
+            return FAISSBackend(self.embedding_dim)
+        if self.vector_backend == "chroma":
+            from omnicache_cluster.backends.vector.chroma import ChromaBackend
+
+            return ChromaBackend()
+        return None
+
     def make_backend(self) -> CacheBackend:
         """Return the single-process backend these settings name."""
         if self.backend == "disk":
@@ -303,7 +367,7 @@ class OmnicacheSettings:
             return RedisBackend(self.redis_url, namespace=self.namespace, **l2.redis_options())
         from omnicache_cluster.backends.memory import InMemoryBackend
 
-        return InMemoryBackend(namespace=self.namespace)
+        return InMemoryBackend(max_size=self.max_memory_entries, namespace=self.namespace)
 
 
 class _Env:
@@ -333,6 +397,8 @@ class _Env:
         raw = self._get(name)
         if raw is None:
             return None
+        if zero_ok and raw.lower() == "none":  # the seed's spelling of "no expiry"
+            return 0
         try:
             value = int(raw) if integer else float(raw)
         except ValueError:
@@ -367,6 +433,16 @@ class _Env:
         if raw is not None and not raw:
             raise self._fail(name, "non-empty", raw)
         return raw
+
+    def algo(self) -> str | None:
+        raw = self._get("KEY_HASH_ALGO")
+        if raw is None:
+            return None
+        if raw.lower() != "blake2b":
+            from omnicache_cluster.core.keys import algo_error
+
+            raise ConfigError(algo_error(self.PREFIX + "KEY_HASH_ALGO", raw))
+        return "blake2b"
 
     def threshold(self) -> float | None:
         value = self.number("SEMANTIC_THRESHOLD", zero_ok=True)
@@ -406,6 +482,10 @@ class _Env:
             "redis_password": self.env.get(self.PREFIX + "REDIS_PASSWORD"),
             "redis_tls": self.flag("REDIS_TLS"),
             "redis_tls_ca_certs": self.text("REDIS_TLS_CA_CERTS"),
+            "max_memory_entries": self.number("MAX_MEMORY_ENTRIES", integer=True),
+            "vector_backend": self.choice("VECTOR_BACKEND", _VECTOR_BACKENDS),
+            "embedding_dim": self.number("EMBEDDING_DIM", integer=True),
+            "key_hash_algo": self.algo(),
         }
         out = {k: v for k, v in values.items() if v is not None}
         if default_ttl is not None:

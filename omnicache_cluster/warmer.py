@@ -42,17 +42,61 @@ _JSON_CELLS = ("messages", "params", "tools", "tool_choice", "response_format")
 class WarmReport:
     """What a warm run did.
 
+    After `CacheWarmer.warm_from_queries` (and its async twin) the report also reads
+    like the seed's result dict: ``report["What is RAG?"]`` is ``"hit"`` (was cached),
+    ``"warmed"`` (generated and stored) or ``"failed"`` (see ``failed``), and
+    ``items()``, ``keys()``, ``len()``, ``in`` and ``== {...}`` work on that mapping.
+
     Attributes:
         total: rows seen.
         loaded: rows stored.
         skipped: rows already cached (not generated, not stored).
         failed: ``(row number, reason)`` for each row that could not be loaded.
+        by_query: the seed's ``query -> "hit" | "warmed" | "failed"`` mapping.
     """
 
     total: int = 0
     loaded: int = 0
     skipped: int = 0
     failed: list[tuple[int, str]] = field(default_factory=list)
+    by_query: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, query: str) -> str:
+        return self.by_query[query]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_query)
+
+    def __len__(self) -> int:
+        return len(self.by_query)
+
+    def __contains__(self, query: object) -> bool:
+        return query in self.by_query
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self.by_query == dict(other)
+        if isinstance(other, WarmReport):
+            return self.as_dict() == other.as_dict()
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def keys(self) -> Any:
+        """The queries (seed's dict view)."""
+        return self.by_query.keys()
+
+    def values(self) -> Any:
+        """The outcomes (seed's dict view)."""
+        return self.by_query.values()
+
+    def items(self) -> Any:
+        """``(query, outcome)`` pairs (seed's dict view)."""
+        return self.by_query.items()
+
+    def get(self, query: str, default: Any = None) -> Any:
+        """The outcome of ``query``, or ``default``."""
+        return self.by_query.get(query, default)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the report as plain data."""
@@ -283,7 +327,9 @@ class CacheWarmer:
             for raw in self._batches(numbered):
                 batch = self._prepare(raw, model_id, query_column, report)
                 if skip_existing and batch:
-                    found = self._cache.get_keys([r.key for r in batch], config=config)
+                    found = self._cache.get_keys(
+                        [r.key for r in batch], default=MISS, config=config
+                    )
                     batch = self._skip(batch, found, report)
                 for row in batch:
                     if row.response is MISS:
@@ -339,14 +385,48 @@ class CacheWarmer:
         ttl: float | None = None,
         skip_existing: bool = True,
     ) -> WarmReport:
-        """The seed's call: warm one user-message query each (``generate_fn(messages)``)."""
-        return self.warm(
-            list(queries),
+        """The seed's call: warm one user-message query each (``generate_fn(messages)``);
+        the report also maps each query to ``"hit"``, ``"warmed"`` or ``"failed"``."""
+        queries = list(queries)
+        keys = self._query_keys(queries, model_id)
+        cached = self._cache.get_keys(keys, default=MISS) if skip_existing and keys else []
+        report = self.warm(
+            queries,
             generate_fn=generate_fn,
             model_id=model_id,
             skip_existing=skip_existing,
             config=RequestConfig(ttl=ttl),
         )
+        return _with_outcomes(report, queries, cached)
+
+    def _query_keys(self, queries: list[str], model_id: str) -> list[Any]:
+        try:
+            return [
+                self._cache.key_for([{"role": "user", "content": q}], model_id) for q in queries
+            ]
+        except (TypeError, ValueError):  # a bad row: warm() reports it
+            return []
+
+    async def awarm_from_queries(
+        self,
+        queries: Iterable[str],
+        generate_fn: Callable[[Any], Any] | None = None,
+        model_id: str = "default",
+        ttl: float | None = None,
+        skip_existing: bool = True,
+    ) -> WarmReport:
+        """Async `warm_from_queries`; ``generate_fn`` may be async."""
+        queries = list(queries)
+        keys = self._query_keys(queries, model_id)
+        cached = await self._cache.aget_keys(keys, default=MISS) if skip_existing and keys else []
+        report = await self.awarm(
+            queries,
+            generate_fn=generate_fn,
+            model_id=model_id,
+            skip_existing=skip_existing,
+            config=RequestConfig(ttl=ttl),
+        )
+        return _with_outcomes(report, queries, cached)
 
     def warm_from_file(
         self,
@@ -390,7 +470,9 @@ class CacheWarmer:
             for raw in self._batches(numbered):
                 batch = self._prepare(raw, model_id, query_column, report)
                 if skip_existing and batch:
-                    found = await self._cache.aget_keys([r.key for r in batch], config=config)
+                    found = await self._cache.aget_keys(
+                        [r.key for r in batch], default=MISS, config=config
+                    )
                     batch = self._skip(batch, found, report)
                 missing = [r for r in batch if r.response is MISS]
                 await asyncio.gather(*(self._agenerate(r, generate_fn, report) for r in missing))
@@ -448,6 +530,17 @@ class CacheWarmer:
             config=RequestConfig(ttl=ttl),
             query_column=query_column,
         )
+
+
+def _with_outcomes(report: WarmReport, queries: list[Any], cached: list[Any]) -> WarmReport:
+    failed = {number for number, _ in report.failed}
+    for number, query in enumerate(queries, start=1):
+        if not isinstance(query, str):
+            continue
+        hit = number <= len(cached) and cached[number - 1] is not MISS
+        outcome = "hit" if hit else "failed" if number in failed else "warmed"
+        report.by_query[query] = outcome
+    return report
 
 
 def _store_steps(

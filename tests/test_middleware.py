@@ -69,8 +69,10 @@ async def test_async_llm_middleware_is_async_and_single_flight(cluster):
     assert inspect.signature(wrapped) == inspect.signature(call_llm)
     assert await asyncio.gather(*(wrapped("hello") for _ in range(5))) == ["HELLO"] * 5
     assert calls == 1
-    with pytest.raises(TypeError, match="async"):
-        AsyncLLMMiddleware(ResponseCache(cluster))(lambda p: p)
+    # Over a plain function it gives a plain wrapper, as the seed did (issue 17).
+    plain = AsyncLLMMiddleware(ResponseCache(cluster), model_id="plain")(lambda p: p + "!")
+    assert not inspect.iscoroutinefunction(plain)
+    assert await asyncio.to_thread(plain, "hi") == "hi!"
 
 
 def test_embedding_middleware_batches_only_the_missing_texts(cluster):

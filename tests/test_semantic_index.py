@@ -278,7 +278,7 @@ def durable(request, tmp_path):
         from omnicache_cluster.backends.vector.chroma import ChromaBackend
 
         def make():
-            return ChromaBackend(str(tmp_path / "c"), collection="sem-test")
+            return ChromaBackend(path=str(tmp_path / "c"), collection="sem-test")
 
     return make
 

@@ -140,10 +140,12 @@ def test_manager_from_settings_uses_namespace_and_layer_ttls(tmp_path):
     assert manager.key_builder.namespace == "fromenv"
     manager.set("q", "answer", layer="response")
     manager.set("e", [0.1], layer="embedding")
-    manager.set("d", "default layer")
+    manager.set("d", "default layer", cache_type="default")
+    manager.set("seed", "no ttl, no cache_type: the response ttl, as in the seed")
     assert manager.get("q", layer="response") == "answer"
     time.sleep(0.3)
     assert manager.get("q", default=MISS, layer="response") is MISS
+    assert manager.get("seed", default=MISS) is MISS
     assert manager.get("e", layer="embedding") == [0.1]
     assert manager.get("d") == "default layer"
     # A second manager on the same settings (a restarted process) sees the entries.

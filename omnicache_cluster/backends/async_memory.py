@@ -37,9 +37,11 @@ class AsyncInMemoryBackend:
 
     def __init__(
         self,
-        max_bytes: int = 64 * 1024 * 1024,
         max_size: int | None = None,
+        eviction_policy: Any = None,
+        on_evict: Callable[[str], None] | None = None,
         *,
+        max_bytes: int = 64 * 1024 * 1024,
         namespace: str = "omnicache",
         serializer: Serializer | None = None,
         max_value_bytes: int = 16 * 1024 * 1024,
@@ -47,8 +49,10 @@ class AsyncInMemoryBackend:
         _sync: InMemoryBackend | None = None,
     ) -> None:
         self._b = _sync or InMemoryBackend(
-            max_bytes,
             max_size,
+            eviction_policy,
+            on_evict,
+            max_bytes=max_bytes,
             namespace=namespace,
             serializer=serializer,
             max_value_bytes=max_value_bytes,
@@ -96,12 +100,12 @@ class AsyncInMemoryBackend:
         self,
         key: Any,
         value: Any,
-        *,
         ttl: float | None = None,
+        *,
         tags: Iterable[str] | None = None,
         layer: str = DEFAULT_LAYER,
     ) -> None:
-        """Store ``value`` under ``key``."""
+        """Store ``value`` under ``key`` (``ttl`` may be positional, as in the seed)."""
         await self._b.aset(key, value, ttl=ttl, tags=tags, layer=layer)
 
     async def set_many(

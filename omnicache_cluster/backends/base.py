@@ -219,3 +219,13 @@ class AsyncByteStore(Protocol):
     async def close(self) -> None:
         """Async `ByteStore.close`."""
         ...
+
+
+def __getattr__(name: str) -> Any:
+    # The seed's protocols lived here (``omnicache_ai.backends.base``); they are in
+    # `omnicache_cluster.backends.custom` (which imports this module, hence lazily).
+    if name in ("CacheBackend", "VectorBackend"):
+        from omnicache_cluster.backends import custom
+
+        return getattr(custom, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from omnicache_cluster.backends._scoped import ScopedBackend
 from omnicache_cluster.backends.base import Record, encode_record, parse_records
 from omnicache_cluster.core.codec import Serializer
 from omnicache_cluster.core.faults import FaultLog
+from omnicache_cluster.core.scope import DEFAULT_LAYER
 from omnicache_cluster.errors import ConfigError, L2Unavailable
 
 __all__ = ["DB_NAME", "AsyncDiskStore", "DiskBackend", "DiskStore"]
@@ -291,6 +292,9 @@ class DiskBackend(LocalSingleFlight, ScopedBackend):
 
     Args:
         path: a directory (or ``.sqlite3`` file) for the database.
+        directory: the seed's name of ``path``.
+        size_limit: the seed's byte bound (diskcache culled past it): refused with a
+            `ConfigError` naming the alternatives, since this store has no size bound.
         namespace: the key namespace.
         serializer: the value serializer (msgpack + lz4 by default).
         max_value_bytes: the largest encoded value accepted.
@@ -307,14 +311,28 @@ class DiskBackend(LocalSingleFlight, ScopedBackend):
 
     def __init__(
         self,
-        path: str | Path = "/tmp/omnicache",  # noqa: S108 - the seed's documented default
+        path: str | Path | None = None,
         *,
+        directory: str | Path | None = None,
+        size_limit: int | None = None,
         namespace: str = "omnicache",
         serializer: Serializer | None = None,
         max_value_bytes: int = 16 * 1024 * 1024,
         synchronous: str = "normal",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if path is not None and directory is not None:
+            raise ConfigError("give path or directory (the seed's name), not both")
+        if size_limit is not None:
+            raise ConfigError(
+                "DiskBackend(size_limit=) is not supported: the disk store is bounded by "
+                "its entries' ttls (OMNICACHE_DEFAULT_TTL, TTLPolicy), not by size. For a "
+                "size-bounded cache use InMemoryBackend(max_bytes=...) or Redis with "
+                "maxmemory; drop size_limit to keep this one"
+            )
+        path = path if path is not None else directory
+        if path is None:
+            path = "/tmp/omnicache"  # noqa: S108 - the seed's documented default
         store = DiskStore(path, synchronous=synchronous, clock=clock)
         super().__init__(
             store,
@@ -324,3 +342,15 @@ class DiskBackend(LocalSingleFlight, ScopedBackend):
             max_value_bytes=max_value_bytes,
             clock=clock,
         )
+
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        ttl: float | None = None,
+        *,
+        tags: Iterable[str] | None = None,
+        layer: str = DEFAULT_LAYER,
+    ) -> None:
+        """Store ``value`` under ``key`` (``ttl`` may be positional, as in the seed)."""
+        self.set_many([(key, value)], ttl=ttl, tags=tags, layer=layer)

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from omnicache_cluster.backends._local_flight import LocalSingleFlight
 from omnicache_cluster.backends._scoped import ScopedBackend
 from omnicache_cluster.backends.base import Record
 from omnicache_cluster.core.codec import Serializer
-from omnicache_cluster.core.store import LRUStore
+from omnicache_cluster.core.scope import DEFAULT_LAYER
+from omnicache_cluster.core.store import Entry, LRUStore
+
+if TYPE_CHECKING:
+    from omnicache_cluster.policies import EvictionPolicy
 
 __all__ = ["AsyncMemoryStore", "InMemoryBackend", "MemoryStore"]
 
@@ -139,9 +143,20 @@ class AsyncMemoryStore:
 class InMemoryBackend(LocalSingleFlight, ScopedBackend):
     """A bytes-bounded LRU cache in this process, with TTL, tags and tenants.
 
+    The seed's call forms work: ``InMemoryBackend(1000)`` and
+    ``InMemoryBackend(max_size=1000)`` bound the number of entries,
+    ``eviction_policy=`` and ``on_evict=`` act as in the seed, and
+    ``set(key, value, 60)`` takes the ttl positionally. On a miss ``get`` returns
+    `MISS` (``default=None`` gives the seed's ``None``).
+
     Args:
+        max_size: the most entries (LRU eviction past it); ``None``: no count bound.
+        eviction_policy: the seed's `EvictionPolicy`: ``"lru"`` with its
+            ``max_entries`` (which wins over ``max_size``), or ``"ttl_only"`` (no
+            count bound); its ``max_bytes`` sets ``max_bytes``.
+        on_evict: called with the stored key string of every entry evicted to make
+            room (not for expiry), after the write that evicted it.
         max_bytes: the byte budget (LRU eviction past it).
-        max_size: an optional bound on the number of entries (the seed's name).
         namespace: the key namespace.
         serializer: the value serializer (msgpack + lz4 by default).
         max_value_bytes: the largest encoded value accepted.
@@ -156,15 +171,35 @@ class InMemoryBackend(LocalSingleFlight, ScopedBackend):
 
     def __init__(
         self,
-        max_bytes: int = 64 * 1024 * 1024,
         max_size: int | None = None,
+        eviction_policy: EvictionPolicy | None = None,
+        on_evict: Callable[[str], None] | None = None,
         *,
+        max_bytes: int = 64 * 1024 * 1024,
         namespace: str = "omnicache",
         serializer: Serializer | None = None,
         max_value_bytes: int = 16 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        store = MemoryStore(LRUStore(max_bytes, max_size, clock=clock))
+        if eviction_policy is not None:
+            from omnicache_cluster.policies import EvictionPolicy
+
+            if not isinstance(eviction_policy, EvictionPolicy):
+                raise TypeError(
+                    f"eviction_policy must be an EvictionPolicy, got {eviction_policy!r}"
+                )
+            if eviction_policy.strategy == "ttl_only":
+                max_size = None
+            elif eviction_policy.max_entries is not None:
+                max_size = eviction_policy.max_entries
+            if eviction_policy.max_bytes is not None:
+                max_bytes = eviction_policy.max_bytes
+        if on_evict is not None and not callable(on_evict):
+            raise TypeError(f"on_evict must be callable, got {on_evict!r}")
+        self.eviction_policy = eviction_policy
+        hook = None if on_evict is None else _EvictHook(on_evict)
+        lru = LRUStore(max_bytes, max_size, clock=clock, on_evict=hook)
+        store = MemoryStore(lru) if hook is None else _HookedMemoryStore(lru, hook)
         super().__init__(
             store,
             AsyncMemoryStore(store),
@@ -173,3 +208,48 @@ class InMemoryBackend(LocalSingleFlight, ScopedBackend):
             max_value_bytes=max_value_bytes,
             clock=clock,
         )
+
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        ttl: float | None = None,
+        *,
+        tags: Iterable[str] | None = None,
+        layer: str = DEFAULT_LAYER,
+    ) -> None:
+        """Store ``value`` under ``key`` (``ttl`` may be positional, as in the seed)."""
+        self.set_many([(key, value)], ttl=ttl, tags=tags, layer=layer)
+
+
+class _EvictHook:
+    """Collects the keys an LRU store evicts to make room; reports them later, outside
+    the store's lock (a callback may read the cache)."""
+
+    def __init__(self, callback: Callable[[str], None]) -> None:
+        self.callback = callback
+        self.pending: list[str] = []
+
+    def __call__(self, key: str, _entry: Entry, reason: str) -> None:
+        if reason != "ttl":
+            self.pending.append(key)
+
+
+class _HookedMemoryStore(MemoryStore):
+    """A `MemoryStore` that calls the ``on_evict`` callback after each write."""
+
+    def __init__(self, store: LRUStore, hook: _EvictHook) -> None:
+        super().__init__(store)
+        self._hook = hook
+
+    def set_many(self, items: Sequence[tuple[str, Record]]) -> None:
+        try:
+            super().set_many(items)
+        finally:
+            with self._lock:
+                pending = bool(self._hook.pending)
+            if pending:
+                with self._lock:
+                    keys, self._hook.pending = self._hook.pending, []
+                for key in keys:
+                    self._hook.callback(key)

@@ -5,9 +5,10 @@ Envelope layout (5 bytes of header, then the payload)::
     b"OC" | version (1) | codec id (1) | flags (1) | payload
                                           bit 0: payload is an lz4 frame
 
-The default codec is msgpack with extension types for tuples, sets and numpy arrays
-(raw bytes + dtype + shape, no pickle). Payloads above ``compress_threshold`` bytes
-are lz4-compressed when that makes them smaller.
+The default codec is msgpack with extension types for tuples, sets, numpy arrays
+(raw bytes + dtype + shape, no pickle), and dataclasses and pydantic models (their
+fields as plain data plus the class's name; see `allow_types`). Payloads above
+``compress_threshold`` bytes are lz4-compressed when that makes them smaller.
 
 Pickle runs code when it loads, so bytes read back from shared storage (Redis, disk)
 are a code-execution risk. `PickleCodec` therefore exists only when the user builds
@@ -18,11 +19,13 @@ without that codec refuses pickle envelopes outright.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
 import pickle
 import sys
+import threading
 from typing import Any, Final, Protocol
 
 import msgpack
@@ -39,6 +42,8 @@ __all__ = [
     "MsgpackCodec",
     "PickleCodec",
     "Serializer",
+    "allow_types",
+    "check_encodable",
     "check_header",
 ]
 
@@ -56,6 +61,105 @@ _EXT_TUPLE: Final = 2
 _EXT_SET: Final = 3
 _EXT_FROZENSET: Final = 4
 _EXT_NPSCALAR: Final = 5
+_EXT_OBJECT: Final = 6
+
+# Pydantic models of these provider SDKs decode without `allow_types` (once the SDK
+# is imported in the reading process: decoding never imports a module).
+_SDK_MODULES: Final = (
+    "openai.types.",
+    "anthropic.types.",
+    "google.genai.types",
+    "mistralai.models.",
+    "langchain_core.",
+)
+_allowed: dict[str, type] = {}
+_allowed_lock = threading.Lock()
+
+
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _is_pydantic_class(cls: Any) -> bool:
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)
+
+
+def _is_data_class(cls: Any) -> bool:
+    return isinstance(cls, type) and (dataclasses.is_dataclass(cls) or _is_pydantic_class(cls))
+
+
+def allow_types(*classes: type) -> None:
+    """Allow values of ``classes`` (dataclasses or pydantic models) to be decoded here.
+
+    A dataclass or pydantic model is stored as its fields (plain data) plus its class
+    name, never pickled. Reading it back rebuilds it only if the name is on this
+    process's allow-list: the classes given here, every class this process has
+    encoded, and the pydantic models of the provider SDKs (``openai.types``,
+    ``anthropic.types``...) once imported. Another name is refused (a miss for the
+    reader, counted as a decode error), so bytes in shared storage can name no other
+    class. Call this in a process that reads values another process wrote.
+
+    Raises:
+        TypeError: a class is neither a dataclass nor a pydantic model.
+    """
+    for cls in classes:
+        if not _is_data_class(cls):
+            raise TypeError(f"allow_types takes dataclasses and pydantic models, got {cls!r}")
+    with _allowed_lock:
+        for cls in classes:
+            _allowed[_type_name(cls)] = cls
+
+
+def _resolve_type(name: str) -> type:
+    cls = _allowed.get(name)
+    if cls is not None:
+        return cls
+    module, _, qualname = name.partition(":")
+    mod = sys.modules.get(module)  # never import: importing runs a module's code
+    sdk = module.startswith(_SDK_MODULES) or f"{module}." in _SDK_MODULES
+    if mod is not None and sdk:
+        obj: Any = mod
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if _is_pydantic_class(obj):
+            return obj  # type: ignore[no-any-return]
+    raise CodecError(
+        f"stored value of type {module}.{qualname} refused: the type is not on this "
+        f"process's allow-list; call omnicache_cluster.allow_types({qualname.split('.')[-1]}) "
+        f"in the reading process"
+    )
+
+
+def _object_fields(obj: Any) -> tuple[type, dict[str, Any]] | None:
+    """Return ``(class, fields as plain data)`` of a dataclass or pydantic model."""
+    cls = type(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return cls, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if _is_pydantic_class(cls):
+        return cls, obj.model_dump(mode="json")
+    return None
+
+
+def _rebuild(cls: type, data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise CodecError(f"corrupt stored {cls.__qualname__}: fields are not a map")
+    try:
+        if _is_pydantic_class(cls):
+            return cls.model_validate(data)  # type: ignore[attr-defined]
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise CodecError(f"stored {cls.__qualname__} has unknown fields {sorted(unknown)}")
+        obj = cls(**{k: v for k, v in data.items() if fields[k].init})
+        for k, v in data.items():
+            if not fields[k].init:
+                object.__setattr__(obj, k, v)
+        return obj
+    except CodecError:
+        raise
+    except Exception as exc:  # the class's own validation refused the stored fields
+        raise CodecError(f"cannot rebuild a stored {cls.__qualname__}: {exc}") from None
 
 
 class Codec(Protocol):
@@ -74,7 +178,11 @@ class Codec(Protocol):
 
 def _unencodable(obj: object) -> TypeError:
     t = type(obj)
-    return TypeError(f"cannot encode a value of type {t.__module__}.{t.__qualname__}")
+    return TypeError(
+        f"cannot encode a value of type {t.__module__}.{t.__qualname__}: store plain data "
+        f"(dict, list, str, numbers, bytes, numpy arrays), a dataclass or a pydantic model "
+        f"(e.g. response.model_dump() for an SDK object that is neither)"
+    )
 
 
 class MsgpackCodec:
@@ -95,6 +203,14 @@ class MsgpackCodec:
                 return msgpack.ExtType(_EXT_NPSCALAR, msgpack.packb([obj.dtype.str, obj.tobytes()]))
         if isinstance(obj, tuple):
             return msgpack.ExtType(_EXT_TUPLE, self._pack(list(obj)))
+        typed = _object_fields(obj)
+        if typed is not None:
+            cls, fields = typed
+            name = _type_name(cls)
+            if name not in _allowed:
+                with _allowed_lock:  # what this process writes, it may read back
+                    _allowed[name] = cls
+            return msgpack.ExtType(_EXT_OBJECT, self._pack([name, fields]))
         # strict_types sends subclasses here too (OrderedDict, str enums, ...): give
         # msgpack the plain base type.
         for base in (dict, list, str, bool, int, float):
@@ -123,6 +239,11 @@ class MsgpackCodec:
 
             dtype, raw = msgpack.unpackb(data)
             return np.frombuffer(raw, dtype=np.dtype(dtype))[0]
+        if code == _EXT_OBJECT:
+            body = self._unpack(data)
+            if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], str)):
+                raise CodecError("corrupt stored object: not [type name, fields]")
+            return _rebuild(_resolve_type(body[0]), body[1])
         if code in (_EXT_TUPLE, _EXT_SET, _EXT_FROZENSET):
             items = self._unpack(data)
             return {_EXT_TUPLE: tuple, _EXT_SET: set, _EXT_FROZENSET: frozenset}[code](items)
@@ -315,6 +436,15 @@ class Serializer:
             except RuntimeError as exc:
                 raise CodecError(f"corrupt lz4 frame: {exc}") from None
         return codec.loads(payload)
+
+
+_CHECKER = MsgpackCodec()
+
+
+def check_encodable(value: Any) -> None:
+    """Raise the `TypeError` the default codec would raise for ``value`` (naming its
+    type), so a value that cannot be cached fails where it is stored, not later."""
+    _CHECKER.dumps(value)
 
 
 def check_header(data: bytes) -> None:

@@ -31,17 +31,32 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "KEY_ALGO",
     "MAX_PART_LEN",
     "CacheKey",
     "CacheKeyBuilder",
+    "algo_error",
     "canonical_bytes",
     "digest",
     "validate_part",
 ]
 
 MAX_PART_LEN = 128
+#: The one key digest: 128-bit BLAKE2b of the canonical encoding.
+KEY_ALGO = "blake2b"
+_SEED_ALGOS = frozenset({"sha256", "md5", "sha1", "sha512", "blake2b"})
 _PART_RE = re.compile(r"[A-Za-z0-9_.@+=/\-]+")
 _DIGEST_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def algo_error(name: str, algo: object) -> str:
+    """Return the message refusing a key hash algorithm other than ``blake2b``."""
+    return (
+        f"{name}={algo!r} is not supported: every key is the 128-bit BLAKE2b digest of a "
+        f"canonical encoding, identical in every process of the cluster (the seed's "
+        f"sha256/md5 of json.dumps(default=str), cut to 64 bits, was not); drop the "
+        f"setting or use {name}='blake2b'"
+    )
 
 
 def validate_part(name: str, value: object) -> str:
@@ -229,6 +244,12 @@ class CacheKeyBuilder:
     Args:
         namespace: the key namespace (an application or cache name).
         tenant: the tenant every key carries; ``"default"`` when there is one.
+        algo: the seed's hash choice: only ``"blake2b"`` (the default) is accepted;
+            ``"sha256"`` and ``"md5"`` raise ``ValueError`` naming the fix.
+
+    The seed's call form ``build(cache_type, content, extra={...})`` works: ``extra``
+    is one more field of the key. It returns a `CacheKey`, not a str (``str(key)``
+    gives the text; every cache call takes either).
 
     Example:
         >>> kb = CacheKeyBuilder(namespace="app")
@@ -241,7 +262,13 @@ class CacheKeyBuilder:
 
     __slots__ = ("_namespace", "_tenant")
 
-    def __init__(self, namespace: str = "omnicache", tenant: str = "default") -> None:
+    def __init__(
+        self, namespace: str = "omnicache", tenant: str = "default", *, algo: str = KEY_ALGO
+    ) -> None:
+        if algo != KEY_ALGO:
+            raise ValueError(algo_error("algo", algo))
+        if tenant in _SEED_ALGOS:  # the seed's second positional argument was algo
+            raise ValueError(algo_error("algo", tenant))
         self._namespace = validate_part("namespace", namespace)
         self._tenant = validate_part("tenant", tenant)
 

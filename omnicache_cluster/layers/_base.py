@@ -9,7 +9,15 @@ skip or not) is decided once.
 
 Fail-open: a cache fault (a shard or the coordinator unreachable, a timeout) never
 breaks the call in front of which the cache sits. A read fault is a miss, a write
-fault is skipped, and both are counted and logged by `record_fault`.
+fault is skipped, and both are counted and logged by `record_fault`. A value that
+cannot be encoded is not a cache fault but a mistake in the caller's code: storing one
+raises ``TypeError`` naming its type.
+
+The miss value: a layer built over a `CacheManager` (the seed's way) returns ``None``
+on a miss, as the seed did and as `CacheManager.get` does; a layer built over a
+backend or a `CacheCluster` returns `MISS`, so a cached ``None`` is a hit. Either
+way, ``default=`` on a call wins (``default=MISS`` over a manager tells a miss from a
+cached ``None``). A layer over a manager also takes the manager's ttls.
 """
 
 from __future__ import annotations
@@ -23,15 +31,28 @@ from dataclasses import replace
 from typing import Any, ClassVar, Self, TypeVar
 
 from omnicache_cluster._flight import record_fault
+from omnicache_cluster.core.codec import check_encodable
 from omnicache_cluster.core.keys import CacheKey, CacheKeyBuilder, validate_part
-from omnicache_cluster.core.sentinel import MISS
+from omnicache_cluster.core.sentinel import MISS, Sentinel
 from omnicache_cluster.errors import OmnicacheError, ValueTooLarge
 from omnicache_cluster.layers._protocol import LayerBackend
 from omnicache_cluster.policies import DEFAULT_REQUEST, RequestConfig, TTLPolicy, _tag_list
 
-__all__ = ["CacheLayer", "LayerBackend", "LayerStats", "config_of", "merged", "with_overrides"]
+__all__ = [
+    "LAYER_DEFAULT",
+    "CacheLayer",
+    "LayerBackend",
+    "LayerStats",
+    "config_of",
+    "merged",
+    "with_overrides",
+]
 
 T = TypeVar("T")
+
+#: The ``default=`` of layer reads: the layer's miss value (``None`` over a
+#: `CacheManager`, `MISS` otherwise).
+LAYER_DEFAULT: Any = Sentinel("LAYER_DEFAULT")
 
 
 def _faults() -> tuple[type[BaseException], ...]:
@@ -78,11 +99,11 @@ class LayerStats:
 
 
 def _resolve(backend: Any) -> tuple[LayerBackend, Any]:
-    """Return ``(backend view, manager metrics or None)`` for a backend or a manager."""
+    """Return ``(backend view, the manager or None)`` for a backend or a manager."""
     from omnicache_cluster.manager import CacheManager
 
     if isinstance(backend, CacheManager):
-        return backend.backend, backend.metrics  # type: ignore[return-value]
+        return backend.backend, backend  # type: ignore[return-value]
     if isinstance(backend, LayerBackend):
         return backend, None
     missing = [
@@ -99,18 +120,47 @@ class CacheLayer:
 
     Args:
         backend: a `CacheCluster`, an `InMemoryBackend`, or a `CacheManager`.
-        ttl_policy: ttls per layer (`TTLPolicy.from_env()` when omitted).
+        serializer: the seed's per-layer serializer (e.g. ``JsonSerializer()``):
+            every value this layer stores must encode with it, or ``TypeError`` is
+            raised where it is stored; the backend's codec still stores it.
+        stampede_shield: the seed's `StampedeShield`; accepted and not needed:
+            ``get_or_*`` calls are single-flight already, cluster-wide.
+        ttl_policy: ttls per layer; when omitted, the manager's (over a
+            `CacheManager`) or `TTLPolicy.from_env()`.
         layer: the key's layer part; the class default (``response``...) if omitted.
     """
 
     layer: ClassVar[str] = "default"
 
     def __init__(
-        self, backend: Any, *, ttl_policy: TTLPolicy | None = None, layer: str | None = None
+        self,
+        backend: Any,
+        serializer: Any = None,
+        stampede_shield: Any = None,
+        *,
+        ttl_policy: TTLPolicy | None = None,
+        layer: str | None = None,
     ) -> None:
-        self._backend, self._metrics = _resolve(backend)
+        if serializer is not None and not callable(getattr(serializer, "dumps", None)):
+            raise TypeError(f"serializer must have dumps(), got {serializer!r}")
+        if stampede_shield is not None:
+            from omnicache_cluster.core.stampede import StampedeShield
+
+            if not isinstance(stampede_shield, StampedeShield):
+                raise TypeError(
+                    f"stampede_shield must be a StampedeShield, got {stampede_shield!r}"
+                )
+        self._check_value: Callable[[Any], Any] = (
+            check_encodable if serializer is None else serializer.dumps
+        )
+        self._backend, manager = _resolve(backend)
+        self._metrics = None if manager is None else manager.metrics
         self._layer = validate_part("layer", layer or type(self).layer)
-        self._ttl_policy = ttl_policy if ttl_policy is not None else TTLPolicy.from_env()
+        if ttl_policy is None:
+            ttl_policy = manager.ttl_policy if manager is not None else TTLPolicy.from_env()
+        self._ttl_policy = ttl_policy
+        #: What a read returns on a miss when the call gives no ``default``.
+        self.miss_value: Any = None if manager is not None else MISS
         self._stats = LayerStats()
 
     # -- views ------------------------------------------------------------------------
@@ -151,6 +201,10 @@ class CacheLayer:
         return view
 
     # -- the pure steps ---------------------------------------------------------------
+
+    def _or(self, default: Any) -> Any:
+        """Return the value a read gives on a miss for the call's ``default``."""
+        return self.miss_value if default is LAYER_DEFAULT else default
 
     def _key(self, key_obj: Any) -> CacheKey:
         """Hash ``key_obj`` once; raises ``TypeError`` for inputs with no canonical form."""
@@ -197,9 +251,12 @@ class CacheLayer:
     ) -> None:
         if not config.writes or not items:
             return
-        try:
+        if self._check_value is not check_encodable:  # a seed serializer= to satisfy
+            for _, value in items:
+                self._check_value(value)
+        try:  # the backend's encoder raises TypeError for an unencodable value: loudly
             self._backend.set_many(items, **self._write_args(config, tags))
-        except (TypeError, ValueTooLarge, *_faults()) as exc:
+        except (ValueTooLarge, *_faults()) as exc:
             record_fault("set", exc)
             return
         self._count(stores=len(items))
@@ -221,7 +278,9 @@ class CacheLayer:
 
         def compute() -> T:
             ran.append(True)
-            return fn()
+            value = fn()
+            self._check_value(value)  # raised to this caller and every waiter
+            return value
 
         value = self._backend.get_or_compute(key, compute, **self._write_args(config, tags))
         self._count_flight(bool(ran))
@@ -254,9 +313,12 @@ class CacheLayer:
     ) -> None:
         if not config.writes or not items:
             return
+        if self._check_value is not check_encodable:
+            for _, value in items:
+                self._check_value(value)
         try:
             await self._backend.aset_many(items, **self._write_args(config, tags))
-        except (TypeError, ValueTooLarge, *_faults()) as exc:
+        except (ValueTooLarge, *_faults()) as exc:
             record_fault("set", exc)
             return
         self._count(stores=len(items))
@@ -284,7 +346,9 @@ class CacheLayer:
 
         async def compute() -> T:
             ran.append(True)
-            return await _maybe_await(fn())
+            value = await _maybe_await(fn())
+            self._check_value(value)
+            return value
 
         value = await self._backend.aget_or_compute(key, compute, **self._write_args(config, tags))
         self._count_flight(bool(ran))
@@ -293,11 +357,15 @@ class CacheLayer:
     # -- batch access by ready keys (the warmer's path) ----------------------------------
 
     def get_keys(
-        self, keys: Sequence[CacheKey], *, default: Any = MISS, config: RequestConfig | None = None
+        self,
+        keys: Sequence[CacheKey],
+        *,
+        default: Any = LAYER_DEFAULT,
+        config: RequestConfig | None = None,
     ) -> list[Any]:
         """Return the values of ready keys (from ``key_for``) in one batch, fail-open."""
         values = self._lookup_many(list(keys), config_of(config))
-        return [default if v is MISS else v for v in values]
+        return [self._or(default) if v is MISS else v for v in values]
 
     def set_keys(
         self,
@@ -321,11 +389,15 @@ class CacheLayer:
             self._count(stores=len(items))
 
     async def aget_keys(
-        self, keys: Sequence[CacheKey], *, default: Any = MISS, config: RequestConfig | None = None
+        self,
+        keys: Sequence[CacheKey],
+        *,
+        default: Any = LAYER_DEFAULT,
+        config: RequestConfig | None = None,
     ) -> list[Any]:
         """Async `get_keys`."""
         values = await self._alookup_many(list(keys), config_of(config))
-        return [default if v is MISS else v for v in values]
+        return [self._or(default) if v is MISS else v for v in values]
 
     async def aset_keys(
         self,
@@ -344,11 +416,11 @@ class CacheLayer:
 
     def _get_value(self, key_obj: Any, default: Any, config: RequestConfig | None) -> Any:
         value = self._lookup(self._key(key_obj), config_of(config))
-        return default if value is MISS else value
+        return self._or(default) if value is MISS else value
 
     async def _aget_value(self, key_obj: Any, default: Any, config: RequestConfig | None) -> Any:
         value = await self._alookup(self._key(key_obj), config_of(config))
-        return default if value is MISS else value
+        return self._or(default) if value is MISS else value
 
     def _set_value(
         self, key_obj: Any, value: Any, config: RequestConfig, tags: Iterable[str]

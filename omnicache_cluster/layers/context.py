@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from omnicache_cluster.core.sentinel import MISS
-from omnicache_cluster.layers._base import CacheLayer, config_of, with_overrides
+from omnicache_cluster.layers._base import LAYER_DEFAULT, CacheLayer, config_of, with_overrides
 from omnicache_cluster.policies import RequestConfig, session_tag
 
 __all__ = ["ContextCache"]
@@ -30,7 +30,8 @@ class ContextCache(CacheLayer):
     """Cache of per-session, per-turn context, shared cluster-wide.
 
     ``turn_index=None`` addresses the session's latest/whole context; an int
-    addresses one turn. A miss returns ``default`` (`MISS`).
+    addresses one turn. A miss returns ``default`` (the layer's `miss_value`: ``None`` over a
+    `CacheManager`, `MISS` otherwise).
 
     Example:
         >>> from omnicache_cluster import InMemoryBackend
@@ -49,7 +50,7 @@ class ContextCache(CacheLayer):
         session_id: str,
         turn_index: int | None = None,
         *,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
     ) -> Any:
         """Return the context of a session (turn), or ``default`` on a miss."""
@@ -60,12 +61,15 @@ class ContextCache(CacheLayer):
         session_id: str,
         turn_indexes: Sequence[int],
         *,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
     ) -> list[Any]:
         """Return several turns of a session in one batch (one call per shard)."""
         keys = [self._key(_context_key(session_id, t)) for t in turn_indexes]
-        return [default if v is MISS else v for v in self._lookup_many(keys, config_of(config))]
+        return [
+            self._or(default) if v is MISS else v
+            for v in self._lookup_many(keys, config_of(config))
+        ]
 
     def set(
         self,
@@ -94,7 +98,7 @@ class ContextCache(CacheLayer):
         session_id: str,
         turn_index: int | None = None,
         *,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
     ) -> Any:
         """Async `get`."""
@@ -105,13 +109,13 @@ class ContextCache(CacheLayer):
         session_id: str,
         turn_indexes: Sequence[int],
         *,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
     ) -> list[Any]:
         """Async `get_turns`."""
         keys = [self._key(_context_key(session_id, t)) for t in turn_indexes]
         values = await self._alookup_many(keys, config_of(config))
-        return [default if v is MISS else v for v in values]
+        return [self._or(default) if v is MISS else v for v in values]
 
     async def aset(
         self,

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from omnicache_cluster.core.keys import CacheKey
 from omnicache_cluster.core.sentinel import MISS
-from omnicache_cluster.layers._base import CacheLayer, _maybe_await, config_of, with_overrides
+from omnicache_cluster.layers._base import (
+    LAYER_DEFAULT,
+    CacheLayer,
+    _maybe_await,
+    config_of,
+    with_overrides,
+)
 from omnicache_cluster.policies import RequestConfig, model_tag
 
 if TYPE_CHECKING:
@@ -65,10 +71,26 @@ async def _achecked(texts: Sequence[str], vectors: Awaitable[Sequence[Any]]) -> 
     return _checked(texts, await vectors)
 
 
+def _one_fn(embed_fn: Any, compute_fn: Any) -> Any:
+    if (embed_fn is None) == (compute_fn is None):
+        raise TypeError("give the embed function once: embed_fn, or compute_fn= (the seed's name)")
+    fn = embed_fn if embed_fn is not None else compute_fn
+    if not callable(fn):
+        raise TypeError(f"the embed function must be callable, got {fn!r}")
+    return fn
+
+
 class _Batch:
     """One `get_or_compute_many` call: which texts missed, and the merged result."""
 
-    def __init__(self, texts: Sequence[str], keys: Sequence[CacheKey], values: Sequence[Any]):
+    def __init__(
+        self,
+        texts: Sequence[str],
+        keys: Sequence[CacheKey],
+        values: Sequence[Any],
+        check: Callable[[Any], Any] = as_vector,
+    ):
+        self.check = check
         self.texts = texts
         self.found: dict[str, Any] = {}
         self.keys: dict[str, CacheKey] = {}
@@ -86,7 +108,7 @@ class _Batch:
             )
         store = []
         for text, vector in zip(self.missing, vectors, strict=True):
-            self.found[text] = as_vector(vector)
+            self.found[text] = self.check(vector)
             store.append((self.keys[text], self.found[text]))
         return store
 
@@ -130,6 +152,34 @@ class EmbeddingCache(CacheLayer):
 
     layer = "embedding"
 
+    def __init__(
+        self,
+        backend: Any,
+        dim: int | None = None,
+        *,
+        ttl_policy: Any = None,
+        layer: str | None = None,
+    ) -> None:
+        """Args:
+        backend: a `CacheCluster`, an `InMemoryBackend` or a `CacheManager`.
+        dim: the seed's vector dimension: when given, a vector of another size
+            raises ``ValueError`` where it is stored (vectors keep dtype and shape).
+        ttl_policy: ttls per layer (the manager's, or `TTLPolicy.from_env()`).
+        layer: the key's layer part (``embedding``).
+        """
+        super().__init__(backend, ttl_policy=ttl_policy, layer=layer)
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0):
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        self.dim = dim
+
+    def _dim_checked(self, vector: Any) -> Any:
+        arr = as_vector(vector)
+        if self.dim is not None and arr.shape[-1:] != (self.dim,):
+            raise ValueError(
+                f"an embedding of this cache has {self.dim} values, got shape {arr.shape}"
+            )
+        return arr
+
     def _keys(
         self, texts: Iterable[str], model_id: str, params: Mapping[str, Any] | None
     ) -> tuple[list[str], list[CacheKey]]:
@@ -142,7 +192,7 @@ class EmbeddingCache(CacheLayer):
         model_id: str = "default",
         *,
         params: Mapping[str, Any] | None = None,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
     ) -> Any:
         """Return the cached vector of ``text``, or ``default`` on a miss."""
@@ -154,12 +204,15 @@ class EmbeddingCache(CacheLayer):
         model_id: str = "default",
         *,
         params: Mapping[str, Any] | None = None,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
     ) -> list[Any]:
         """Return the cached vectors of ``texts`` in order (one batch)."""
         _, keys = self._keys(texts, model_id, params)
-        return [default if v is MISS else v for v in self._lookup_many(keys, config_of(config))]
+        return [
+            self._or(default) if v is MISS else v
+            for v in self._lookup_many(keys, config_of(config))
+        ]
 
     def set(
         self,
@@ -185,23 +238,30 @@ class EmbeddingCache(CacheLayer):
     ) -> None:
         """Store several vectors in one batch."""
         texts, keys = self._keys(vectors, model_id, params)
-        batch = _Batch(texts, keys, [MISS] * len(texts))
+        batch = _Batch(texts, keys, [MISS] * len(texts), self._dim_checked)
         items = batch.fill([vectors[t] for t in batch.missing])
         self._store_many(items, with_overrides(config, ttl, None), [model_tag(model_id)])
 
     def get_or_compute(
         self,
         text: str,
-        embed_fn: Callable[[str], Any],
+        embed_fn: Callable[[str], Any] | None = None,
         model_id: str = "default",
+        ttl: float | None = None,
         *,
+        compute_fn: Callable[[str], Any] | None = None,
         params: Mapping[str, Any] | None = None,
         config: RequestConfig | None = None,
     ) -> np.ndarray:
-        """Return the vector of ``text``, or ``embed_fn(text)`` computed once cluster-wide."""
+        """Return the vector of ``text``, or ``embed_fn(text)`` computed once cluster-wide
+        (``compute_fn=`` is the seed's name of ``embed_fn``)."""
+        fn = _one_fn(embed_fn, compute_fn)
         key = self._key(_embedding_key(text, model_id, params))
         value = self._cached(
-            key, lambda: as_vector(embed_fn(text)), config_of(config), [model_tag(model_id)]
+            key,
+            lambda: self._dim_checked(fn(text)),
+            with_overrides(config, ttl, None),
+            [model_tag(model_id)],
         )
         return as_vector(value)
 
@@ -243,7 +303,7 @@ class EmbeddingCache(CacheLayer):
         model_id: str = "default",
         *,
         params: Mapping[str, Any] | None = None,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
     ) -> Any:
         """Async `get`."""
@@ -255,13 +315,13 @@ class EmbeddingCache(CacheLayer):
         model_id: str = "default",
         *,
         params: Mapping[str, Any] | None = None,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
     ) -> list[Any]:
         """Async `get_many`."""
         _, keys = self._keys(texts, model_id, params)
         values = await self._alookup_many(keys, config_of(config))
-        return [default if v is MISS else v for v in values]
+        return [self._or(default) if v is MISS else v for v in values]
 
     async def aset_many(
         self,
@@ -274,7 +334,7 @@ class EmbeddingCache(CacheLayer):
     ) -> None:
         """Async `set_many`."""
         texts, keys = self._keys(vectors, model_id, params)
-        batch = _Batch(texts, keys, [MISS] * len(texts))
+        batch = _Batch(texts, keys, [MISS] * len(texts), self._dim_checked)
         items = batch.fill([vectors[t] for t in batch.missing])
         await self._astore_many(items, with_overrides(config, ttl, None), [model_tag(model_id)])
 
@@ -294,19 +354,24 @@ class EmbeddingCache(CacheLayer):
     async def aget_or_compute(
         self,
         text: str,
-        embed_fn: Callable[[str], Any | Awaitable[Any]],
+        embed_fn: Callable[[str], Any | Awaitable[Any]] | None = None,
         model_id: str = "default",
+        ttl: float | None = None,
         *,
+        compute_fn: Callable[[str], Any | Awaitable[Any]] | None = None,
         params: Mapping[str, Any] | None = None,
         config: RequestConfig | None = None,
     ) -> np.ndarray:
         """Async `get_or_compute`; ``embed_fn`` may be sync or async."""
+        fn = _one_fn(embed_fn, compute_fn)
         key = self._key(_embedding_key(text, model_id, params))
 
         async def compute() -> np.ndarray:
-            return as_vector(await _maybe_await(embed_fn(text)))
+            return self._dim_checked(await _maybe_await(fn(text)))
 
-        value = await self._acached(key, compute, config_of(config), [model_tag(model_id)])
+        value = await self._acached(
+            key, compute, with_overrides(config, ttl, None), [model_tag(model_id)]
+        )
         return as_vector(value)
 
     async def aget_or_compute_many(

@@ -145,6 +145,12 @@ class PromptCacheLayer:
         count_tokens: counts the tokens of a text (default: `estimate_tokens`).
         cache_ttl: Anthropic cache ttl of the breakpoints, ``"5m"`` or ``"1h"``.
         min_tokens: overrides every model's minimum cacheable length.
+        metrics: the seed's ``CacheMetrics`` target (e.g. ``manager.metrics``, also
+            accepted as the first argument): each response that read the provider's
+            cache adds to its ``provider_cache_hits``, ``estimated_tokens_saved`` and
+            ``estimated_cost_saved_usd`` (net of the cache-write premium here).
+        min_chars_to_cache: the seed's character threshold: refused with a
+            ``TypeError`` naming ``min_tokens=`` (providers count tokens).
 
     Example:
         >>> layer = PromptCacheLayer()
@@ -165,7 +171,18 @@ class PromptCacheLayer:
         count_tokens: Callable[[str], int] = estimate_tokens,
         cache_ttl: str = "5m",
         min_tokens: int | None = None,
+        metrics: Any = None,
+        min_chars_to_cache: int | None = None,
     ) -> None:
+        if min_chars_to_cache is not None:
+            raise TypeError(
+                "PromptCacheLayer(min_chars_to_cache=) is not supported: providers cache "
+                "prompts by token count, and each model has its own minimum; pass "
+                "min_tokens= (about min_chars_to_cache / 4) or leave it to the model's price"
+            )
+        if prices is not None and callable(getattr(prices, "snapshot", None)):
+            prices, metrics = None, prices  # the seed's PromptCacheLayer(metrics)
+        self._metrics = metrics
         if cache_ttl not in ("5m", "1h"):
             raise ValueError(f"cache_ttl must be '5m' or '1h', got {cache_ttl!r}")
         self._prices = {**DEFAULT_PRICES, **dict(prices or {})}
@@ -270,6 +287,8 @@ class PromptCacheLayer:
             t["cache_write_tokens"] += usage.cache_write_tokens + usage.cache_write_1h_tokens
             t["write_premium_usd"] += savings.write_premium_usd
             t["net_saved_usd"] += savings.net_saved_usd
+        if self._metrics is not None and usage.cache_read_tokens > 0:
+            _add_provider_savings(self._metrics, usage.cache_read_tokens, savings.net_saved_usd)
         return savings
 
     def totals(self) -> dict[str, Any]:
@@ -320,3 +339,16 @@ class PromptCacheLayer:
         response = await _maybe_await(client.chat.completions.create(**kwargs))
         self.record(response, str(kwargs.get("model", "")), "openai")
         return response
+
+
+def _add_provider_savings(metrics: Any, tokens: int, usd: float) -> None:
+    """Add one provider cache hit to a seed-style metrics object."""
+    record = getattr(metrics, "record_provider_cache_hit", None)
+    if callable(record):  # `CacheMetrics`
+        record(tokens, usd)
+        return
+    lock = getattr(metrics, "_lock", None) or threading.Lock()
+    with lock:
+        metrics.provider_cache_hits = getattr(metrics, "provider_cache_hits", 0) + 1
+        metrics.estimated_tokens_saved = getattr(metrics, "estimated_tokens_saved", 0) + tokens
+        metrics.estimated_cost_saved_usd = getattr(metrics, "estimated_cost_saved_usd", 0.0) + usd

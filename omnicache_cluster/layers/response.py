@@ -18,8 +18,7 @@ from typing import Any, TypeVar
 
 from omnicache_cluster._flight import record_fault
 from omnicache_cluster.core.keys import CacheKey
-from omnicache_cluster.core.sentinel import MISS
-from omnicache_cluster.layers._base import CacheLayer, merged, with_overrides
+from omnicache_cluster.layers._base import LAYER_DEFAULT, CacheLayer, merged, with_overrides
 from omnicache_cluster.policies import RequestConfig, model_tag
 
 __all__ = ["REQUEST_FIELDS", "ResponseCache", "request_key"]
@@ -81,7 +80,8 @@ class ResponseCache(CacheLayer):
 
     Every method takes the seed's arguments (``messages, model_id, params``), the
     request fields ``system=``, ``tools=``, ``tool_choice=``, ``response_format=``,
-    and ``config=`` (a `RequestConfig`). A miss returns ``default`` (`MISS`), so a
+    and ``config=`` (a `RequestConfig`). A miss returns ``default`` (the layer's
+    `miss_value`: ``None`` over a `CacheManager`, `MISS` otherwise); over a backend a
     cached ``None`` or ``""`` is a hit. Entries are tagged ``model:<model_id>``.
 
     Args:
@@ -117,13 +117,13 @@ class ResponseCache(CacheLayer):
         model_id: str = "default",
         params: Mapping[str, Any] | None = None,
         *,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
         **request: Any,
     ) -> Any:
         """Return the cached response, or ``default`` on a miss."""
         value = self._get_value(request_key(messages, model_id, params, request), default, config)
-        if value is not default:
+        if value is not self._or(default):
             self._saved(model_id, value)
         return value
 
@@ -203,14 +203,14 @@ class ResponseCache(CacheLayer):
         model_id: str = "default",
         params: Mapping[str, Any] | None = None,
         *,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
         **request: Any,
     ) -> Any:
         """Async `get`."""
         key_obj = request_key(messages, model_id, params, request)
         value = await self._aget_value(key_obj, default, config)
-        if value is not default:
+        if value is not self._or(default):
             self._saved(model_id, value)
         return value
 

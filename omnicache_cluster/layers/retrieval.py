@@ -8,11 +8,11 @@ filtered and an unfiltered search shared one entry).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from omnicache_cluster.core.sentinel import MISS
-from omnicache_cluster.layers._base import CacheLayer, with_overrides
+from omnicache_cluster.layers._base import LAYER_DEFAULT, CacheLayer, with_overrides
 from omnicache_cluster.policies import RequestConfig, retriever_tag
 
 __all__ = ["RetrievalCache"]
@@ -31,17 +31,41 @@ def _retrieval_key(
 def _retrieve_call(
     retrieve_fn: Callable[..., T], query: Any, top_k: int, filters: Mapping[str, Any] | None
 ) -> Callable[[], T]:
-    # The seed's signature is retrieve_fn(query, top_k); filters go by keyword if given.
+    # retrieve_fn(query, top_k); filters go by keyword if given. A function of the query
+    # alone (the seed README's ``lambda q: store.similarity_search(q, k=5)``) gets the
+    # query alone.
     if filters:
         return lambda: retrieve_fn(query, top_k, filters=filters)
+    if _takes_one(retrieve_fn):
+        return lambda: retrieve_fn(query)
     return lambda: retrieve_fn(query, top_k)
+
+
+def _takes_one(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` takes exactly one positional argument (and no ``*args``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    kinds = inspect.Parameter
+    positional = [
+        p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+    ]
+    if any(p.kind is kinds.VAR_POSITIONAL for p in params):
+        return False
+    return len(positional) == 1 or (
+        len(positional) > 1
+        and all(p.default is not kinds.empty for p in positional[1:])
+        and positional[1].name not in ("top_k", "k")
+    )
 
 
 class RetrievalCache(CacheLayer):
     """Cache of retriever results (documents, chunks, ids), shared cluster-wide.
 
     Entries are tagged ``retriever:<retriever_id>``; `invalidate_retriever` drops them
-    all after a re-index. A miss returns ``default`` (`MISS`): an empty result list
+    all after a re-index. A miss returns ``default`` (the layer's `miss_value`: ``None`` over a
+    `CacheManager`, `MISS` otherwise): an empty result list
     is a cached answer, not a miss.
 
     Example:
@@ -62,7 +86,7 @@ class RetrievalCache(CacheLayer):
         top_k: int = 5,
         *,
         filters: Mapping[str, Any] | None = None,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
     ) -> Any:
         """Return the cached results, or ``default`` on a miss."""
@@ -120,7 +144,7 @@ class RetrievalCache(CacheLayer):
         top_k: int = 5,
         *,
         filters: Mapping[str, Any] | None = None,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
     ) -> Any:
         """Async `get`."""

@@ -27,7 +27,13 @@ from typing import Any
 from omnicache_cluster._flight import record_fault
 from omnicache_cluster.core.keys import CacheKey, validate_part
 from omnicache_cluster.core.sentinel import MISS
-from omnicache_cluster.layers._base import CacheLayer, _faults, config_of, with_overrides
+from omnicache_cluster.layers._base import (
+    LAYER_DEFAULT,
+    CacheLayer,
+    _faults,
+    config_of,
+    with_overrides,
+)
 from omnicache_cluster.layers._streamwire import (
     ABANDONED,
     DONE,
@@ -63,7 +69,11 @@ class StreamingResponseCache(CacheLayer):
 
     Args:
         backend: a `CacheCluster`, an `InMemoryBackend` or a `CacheManager`.
-        ttl_policy: ttls per layer (`TTLPolicy.from_env()` when omitted).
+        serializer: the seed's per-layer serializer (see `CacheLayer`).
+        chunk_joiner: the seed's "store one joined value": refused with a
+            ``TypeError`` naming the replacements (chunks are stored as a list so
+            concurrent callers replay them live).
+        ttl_policy: ttls per layer (the manager's, or `TTLPolicy.from_env()`).
         layer: the key's layer part (``stream``); progress entries use
             ``<layer>.wire``.
         to_cacheable: turns a provider chunk into a storable value (e.g.
@@ -92,6 +102,8 @@ class StreamingResponseCache(CacheLayer):
     def __init__(
         self,
         backend: Any,
+        serializer: Any = None,
+        chunk_joiner: Callable[[list[Any]], Any] | None = None,
         *,
         ttl_policy: TTLPolicy | None = None,
         layer: str | None = None,
@@ -101,7 +113,14 @@ class StreamingResponseCache(CacheLayer):
         poll_interval: float = 0.005,
         stall_timeout: float = 60.0,
     ) -> None:
-        super().__init__(backend, ttl_policy=ttl_policy, layer=layer)
+        if chunk_joiner is not None:
+            raise TypeError(
+                "StreamingResponseCache(chunk_joiner=) is not supported: the chunks are "
+                "stored as a list, which concurrent callers replay while the stream is "
+                "live. Convert chunks with to_cacheable=/from_cacheable=, or join them "
+                "yourself and store the result with ResponseCache.set"
+            )
+        super().__init__(backend, serializer, ttl_policy=ttl_policy, layer=layer)
         for name, value, least in (
             ("flush_interval", flush_interval, 0.0),
             ("poll_interval", poll_interval, 1e-3),
@@ -129,13 +148,13 @@ class StreamingResponseCache(CacheLayer):
         model_id: str = "default",
         params: Mapping[str, Any] | None = None,
         *,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
         **request: Any,
     ) -> Any:
         """Return the cached chunk list of a request, or ``default``."""
         value = self._lookup(self._request(messages, model_id, params, request), config_of(config))
-        return default if value is MISS else [self._from(c) for c in value]
+        return self._or(default) if value is MISS else [self._from(c) for c in value]
 
     def invalidate_model(self, model_id: str) -> int:
         """Remove every cached stream of ``model_id`` (this tenant)."""
@@ -335,14 +354,14 @@ class StreamingResponseCache(CacheLayer):
         model_id: str = "default",
         params: Mapping[str, Any] | None = None,
         *,
-        default: Any = MISS,
+        default: Any = LAYER_DEFAULT,
         config: RequestConfig | None = None,
         **request: Any,
     ) -> Any:
         """Async `get`."""
         key = self._request(messages, model_id, params, request)
         value = await self._alookup(key, config_of(config))
-        return default if value is MISS else [self._from(c) for c in value]
+        return self._or(default) if value is MISS else [self._from(c) for c in value]
 
     def aget_or_stream(
         self,

@@ -54,8 +54,8 @@ class EmbeddingMiddleware:
     def __init__(
         self,
         cache: EmbeddingCache,
-        *,
         model_id: str = "default",
+        *,
         config: RequestConfig | None = None,
     ) -> None:
         if not isinstance(cache, EmbeddingCache):
@@ -90,3 +90,7 @@ class EmbeddingMiddleware:
             )
 
         return keep_signature(fn, sync_call, async_call)  # type: ignore[no-any-return]
+
+    def decorate(self, fn: F) -> F:
+        """The seed's name for ``middleware(fn)``."""
+        return self(fn)

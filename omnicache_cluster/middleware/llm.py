@@ -8,11 +8,7 @@ from typing import Any, TypeVar
 
 from omnicache_cluster.core.keys import CacheKeyBuilder
 from omnicache_cluster.layers.response import ResponseCache
-from omnicache_cluster.middleware._wrap import (
-    call_arguments,
-    keep_signature,
-    require_coroutine_function,
-)
+from omnicache_cluster.middleware._wrap import call_arguments, keep_signature
 from omnicache_cluster.policies import RequestConfig
 
 __all__ = ["AsyncLLMMiddleware", "LLMMiddleware"]
@@ -23,9 +19,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 class LLMMiddleware:
     """A decorator that caches an LLM callable in a `ResponseCache`, cluster-wide.
 
-    The key is the model id, the middleware's ``params`` and every argument of the
-    call by parameter name (so positional and keyword calls share entries); on a
-    miss the call runs once in the whole cluster (single-flight). The wrapper keeps
+    The first argument of the call is the request's messages; every other argument
+    (by parameter name, defaults filled in, so positional and keyword calls share
+    entries) joins the middleware's ``params``. The entry is the `ResponseCache`
+    entry of ``(messages, model_id, params)``, so a function of the messages alone
+    is visible to ``response_cache.get(messages, model_id=...)``, as in the seed. On
+    a miss the call runs once in the whole cluster (single-flight). The wrapper keeps
     the wrapped function's name, docstring and signature; ``async def`` functions
     get an async wrapper.
 
@@ -53,8 +52,8 @@ class LLMMiddleware:
         self,
         cache: ResponseCache,
         key_builder: CacheKeyBuilder | None = None,
-        *,
         model_id: str = "default",
+        *,
         params: Mapping[str, Any] | None = None,
         config: RequestConfig | None = None,
     ) -> None:
@@ -65,28 +64,41 @@ class LLMMiddleware:
         self.params = dict(params or {})
         self.config = config
 
+    def _request(
+        self, signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """Return ``(messages, params)`` of one call."""
+        arguments = call_arguments(signature, args, kwargs)
+        messages = arguments.pop(next(iter(arguments))) if arguments else None
+        return messages, {**self.params, **arguments}
+
     def __call__(self, fn: F) -> F:
         """Return ``fn`` wrapped (usable as ``@middleware`` or ``middleware(fn)``)."""
         signature = inspect.signature(fn)
-        cache, model_id, params, config = self.cache, self.model_id, self.params, self.config
+        cache, model_id, config = self.cache, self.model_id, self.config
 
         def sync_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            request = call_arguments(signature, args, kwargs)
+            messages, params = self._request(signature, args, kwargs)
             return cache.get_or_generate(
-                request, lambda _: fn(*args, **kwargs), model_id, params, config=config
+                messages, lambda _: fn(*args, **kwargs), model_id, params, config=config
             )
 
         async def async_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            request = call_arguments(signature, args, kwargs)
+            messages, params = self._request(signature, args, kwargs)
             return await cache.aget_or_generate(
-                request, lambda _: fn(*args, **kwargs), model_id, params, config=config
+                messages, lambda _: fn(*args, **kwargs), model_id, params, config=config
             )
 
         return keep_signature(fn, sync_call, async_call)  # type: ignore[no-any-return]
 
+    def decorate(self, fn: F) -> F:
+        """The seed's name for ``middleware(fn)``."""
+        return self(fn)
+
 
 class AsyncLLMMiddleware(LLMMiddleware):
-    """`LLMMiddleware` for ``async def`` LLM callables (refuses sync ones).
+    """`LLMMiddleware` under the seed's async name: an ``async def`` callable gets an
+    async wrapper, a plain one a plain wrapper (as in the seed).
 
     Example:
         >>> import asyncio, inspect
@@ -98,8 +110,3 @@ class AsyncLLMMiddleware(LLMMiddleware):
         >>> inspect.iscoroutinefunction(ask), asyncio.run(ask("abc"))
         (True, 'cba')
     """
-
-    def __call__(self, fn: F) -> F:
-        """Return the async ``fn`` wrapped."""
-        require_coroutine_function(fn, "AsyncLLMMiddleware")
-        return super().__call__(fn)

@@ -21,14 +21,16 @@ class RetrieverMiddleware:
     The first argument is the query; the ``top_k`` argument (named by
     ``top_k_param``) is the result count; every other argument (metadata filters,
     namespaces...) is part of the key as a filter. Sync and async retrievers are
-    both supported; the signature is kept.
+    both supported; the signature is kept. A call that leaves out a ``top_k`` the
+    retriever requires gets ``top_k`` (the seed's ``default_top_k``).
 
     Args:
         cache: the `RetrievalCache` to use.
         retriever_id: names the index (part of the key and of its tag, for
             `RetrievalCache.invalidate_retriever` after a re-index).
+        default_top_k: the seed's name of ``top_k`` (either may be given).
         top_k_param: the name of the retriever's result-count parameter.
-        top_k: the count used when the retriever has no such parameter.
+        top_k: the count used when the call gives none.
         config: a `RequestConfig` for every call.
 
     Example:
@@ -46,19 +48,39 @@ class RetrieverMiddleware:
     def __init__(
         self,
         cache: RetrievalCache,
-        *,
         retriever_id: str = "default",
+        default_top_k: int | None = None,
+        *,
         top_k_param: str = "top_k",
-        top_k: int = 5,
+        top_k: int | None = None,
         config: RequestConfig | None = None,
     ) -> None:
         if not isinstance(cache, RetrievalCache):
             raise TypeError(f"cache must be a RetrievalCache, got {type(cache).__qualname__}")
+        if default_top_k is not None and top_k is not None and default_top_k != top_k:
+            raise ValueError("give top_k or default_top_k (the seed's name), not both")
+        count = top_k if top_k is not None else default_top_k
         self.cache = cache
         self.retriever_id = retriever_id
         self.top_k_param = top_k_param
-        self.top_k = top_k
+        self.top_k = 5 if count is None else count
         self.config = config
+
+    def _fill_top_k(
+        self, signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Return ``kwargs`` with ``top_k`` added when the retriever requires it and
+        the call leaves it out (the seed called ``retrieve(query, default_top_k)``)."""
+        param = signature.parameters.get(self.top_k_param)
+        if param is None or param.default is not inspect.Parameter.empty:
+            return kwargs
+        if self.top_k_param in kwargs:
+            return kwargs
+        try:
+            signature.bind_partial(*args, **kwargs).arguments[self.top_k_param]
+        except KeyError:
+            return {**kwargs, self.top_k_param: self.top_k}
+        return kwargs
 
     def _request(
         self, signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -76,6 +98,7 @@ class RetrieverMiddleware:
         cache, rid, config = self.cache, self.retriever_id, self.config
 
         def sync_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            kwargs = self._fill_top_k(signature, args, kwargs)
             query, top_k, filters = self._request(signature, args, kwargs)
             return cache.get_or_retrieve(
                 query,
@@ -87,6 +110,7 @@ class RetrieverMiddleware:
             )
 
         async def async_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            kwargs = self._fill_top_k(signature, args, kwargs)
             query, top_k, filters = self._request(signature, args, kwargs)
             return await cache.aget_or_retrieve(
                 query,
@@ -98,3 +122,7 @@ class RetrieverMiddleware:
             )
 
         return keep_signature(fn, sync_call, async_call)  # type: ignore[no-any-return]
+
+    def decorate(self, fn: F) -> F:
+        """The seed's name for ``middleware(fn)``."""
+        return self(fn)

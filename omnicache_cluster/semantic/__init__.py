@@ -2,7 +2,8 @@
 
 `SemanticCache` (a static similarity threshold plus the lexical guard),
 `AdaptiveSemanticCache` (a bound on the false-hit rate; thresholds learned from
-verification), `SemanticIndex` (the client of the cluster's index actor), and the
+verification), `SemanticIndex` (the client of the cluster's index actor),
+`LocalSemanticIndex` (the same index in this process, for a local backend), and the
 helpers `context_hash`, `chat_context` and `lexical_match`. Nothing heavy is imported
 until a name is used.
 """
@@ -17,10 +18,12 @@ if TYPE_CHECKING:
     from omnicache_cluster.semantic.cache import Lookup, SemanticCache, SemanticMetrics
     from omnicache_cluster.semantic.guard import chat_context, context_hash, lexical_match
     from omnicache_cluster.semantic.index import SemanticIndex
+    from omnicache_cluster.semantic.local import LocalSemanticIndex
 
 __all__ = [
     "AdaptivePolicy",
     "AdaptiveSemanticCache",
+    "LocalSemanticIndex",
     "Lookup",
     "SemanticCache",
     "SemanticIndex",
@@ -33,6 +36,7 @@ __all__ = [
 _LAZY = {
     "AdaptivePolicy": "omnicache_cluster.semantic.adaptive",
     "AdaptiveSemanticCache": "omnicache_cluster.semantic.adaptive",
+    "LocalSemanticIndex": "omnicache_cluster.semantic.local",
     "Lookup": "omnicache_cluster.semantic.cache",
     "SemanticCache": "omnicache_cluster.semantic.cache",
     "SemanticMetrics": "omnicache_cluster.semantic.cache",

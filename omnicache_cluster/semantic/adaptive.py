@@ -51,6 +51,8 @@ from omnicache_cluster.semantic.cache import Candidate, SemanticCache
 if TYPE_CHECKING:
     from omnicache_cluster.actors.semantic import SemanticIndexConfig
     from omnicache_cluster.client import CacheCluster
+    from omnicache_cluster.core.keys import CacheKeyBuilder
+    from omnicache_cluster.protocols import CacheBackend
 
 __all__ = ["AdaptivePolicy", "AdaptiveSemanticCache"]
 
@@ -281,19 +283,64 @@ class AdaptivePolicy:
         return "serve", 1.0
 
 
+#: The seed's tuning arguments of its AdaptiveSemanticCache (a hit-rate target),
+#: which this cache replaces with a bound on wrong hits.
+_SEED_TUNING = frozenset(
+    {
+        "threshold",
+        "target_hit_rate",
+        "adjustment_interval",
+        "threshold_min",
+        "threshold_max",
+        "adjustment_step",
+        "max_turn_count",
+    }
+)
+_TURN_COUNT = (
+    "turn_count= is the seed's multi-turn guard; pass the conversation as context= "
+    "(e.g. chat_context(messages)): only entries stored with the same context match"
+)
+
+
+def _refuse_seed_tuning(seed_tuning: dict[str, Any], seed_args: tuple[Any, ...]) -> None:
+    """Raise a TypeError that names the replacement of the seed's tuning arguments."""
+    if len(seed_args) > 1:
+        raise TypeError(
+            "AdaptiveSemanticCache takes no threshold: give max_error_rate= (the share "
+            "of semantic hits allowed to be wrong) instead"
+        )
+    if not seed_tuning:
+        return
+    unknown = sorted(set(seed_tuning) - _SEED_TUNING)
+    if unknown:
+        raise TypeError(f"AdaptiveSemanticCache got unexpected keyword arguments {unknown}")
+    raise TypeError(
+        f"AdaptiveSemanticCache does not tune a threshold toward a hit rate "
+        f"({', '.join(sorted(seed_tuning))} are the seed's): give max_error_rate= (the "
+        "share of semantic hits allowed to be wrong; thresholds are learned from "
+        "verification) and pass the conversation as context= instead of max_turn_count"
+    )
+
+
 class AdaptiveSemanticCache(SemanticCache):
     """A `SemanticCache` that learns per-entry thresholds under a false-hit bound.
 
     Args:
-        cluster: the cluster client.
+        cluster: the cluster client, or a local backend (see `SemanticCache`).
         embed_fn: ``text -> vector``, run in the caller.
         max_error_rate: the bound on the share of wrong semantic hits (e.g. 0.02).
         equivalent: ``(cached answer, fresh answer) -> bool``; exact equality by
             default; pass an LLM judge for free-text answers.
         policy: a ready `AdaptivePolicy` (overrides ``max_error_rate``'s defaults).
         model, dim, ttl, top_k, lexical_guard, tie_margin, refusal_margin, layer,
-            index_config: as for `SemanticCache` (two near-tied candidates hold
-            different answers when ``equivalent`` says so).
+            index_config, exact_backend, vector_backend, key_builder, serializer, miss:
+            as for `SemanticCache` (two near-tied candidates hold different answers
+            when ``equivalent`` says so).
+
+    Raises:
+        TypeError: the seed's hit-rate tuning (``threshold``, ``target_hit_rate``,
+            ``adjustment_interval``, ``threshold_min``/``max``, ``adjustment_step``,
+            ``max_turn_count``): the message names ``max_error_rate`` and ``context``.
 
     Learning needs verification, which needs the real function: use
     `get_or_compute` (or its async twin). A bare `lookup` serves what is already
@@ -302,9 +349,9 @@ class AdaptiveSemanticCache(SemanticCache):
 
     def __init__(
         self,
-        cluster: CacheCluster,
-        embed_fn: Callable[[str], Any],
-        *,
+        cluster: CacheCluster | CacheBackend | None = None,
+        embed_fn: Callable[[str], Any] | None = None,
+        *seed_args: Any,
         max_error_rate: float = 0.02,
         equivalent: Callable[[Any, Any], bool] | None = None,
         policy: AdaptivePolicy | None = None,
@@ -317,11 +364,19 @@ class AdaptiveSemanticCache(SemanticCache):
         refusal_margin: float | None = 0.05,
         layer: str = "semantic",
         index_config: SemanticIndexConfig | None = None,
+        exact_backend: CacheBackend | None = None,
+        vector_backend: Any = None,
+        key_builder: CacheKeyBuilder | None = None,
+        serializer: Any = None,
+        miss: Any = ...,
+        **seed_tuning: Any,
     ) -> None:
+        _refuse_seed_tuning(seed_tuning, seed_args)
         self.policy = policy or AdaptivePolicy(max_error_rate)
         super().__init__(
             cluster,
             embed_fn,
+            *seed_args,
             threshold=max(self.policy.floor, 1e-6),
             model=model,
             dim=dim,
@@ -332,13 +387,48 @@ class AdaptiveSemanticCache(SemanticCache):
             refusal_margin=refusal_margin,
             layer=layer,
             index_config=index_config,
+            exact_backend=exact_backend,
+            vector_backend=vector_backend,
+            key_builder=key_builder,
+            serializer=serializer,
+            miss=miss,
         )
         self._equivalent = equivalent or _exact
+
+    def get(
+        self, query: str, default: Any = ..., *, context: Any = None, turn_count: Any = None
+    ) -> Any:
+        """Return the cached answer for ``query`` (or a close rewording), else ``default``.
+
+        Raises:
+            TypeError: ``turn_count=`` (the seed's multi-turn guard; pass the
+                conversation as ``context=`` instead).
+        """
+        if turn_count is not None:
+            raise TypeError(_TURN_COUNT)
+        return super().get(query, default, context=context)
+
+    async def aget(
+        self, query: str, default: Any = ..., *, context: Any = None, turn_count: Any = None
+    ) -> Any:
+        """Async `get`."""
+        if turn_count is not None:
+            raise TypeError(_TURN_COUNT)
+        return await super().aget(query, default, context=context)
 
     @property
     def max_error_rate(self) -> float:
         """The bound on the share of wrong semantic hits."""
         return self.policy.max_error_rate
+
+    @property
+    def current_threshold(self) -> float:
+        """The seed's tuned threshold: not kept here (raises AttributeError)."""
+        raise AttributeError(
+            "current_threshold is the seed's hit-rate-tuned threshold; here each candidate "
+            "is served by its learned error estimate: see max_error_rate, Lookup.score and "
+            "metrics.snapshot()"
+        )
 
     def _with_stats(self) -> bool:
         return True

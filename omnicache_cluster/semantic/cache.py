@@ -14,6 +14,14 @@ fails is skipped; both are counted in `SemanticCache.metrics` and logged. Bad in
 (a query that is not text, an embedding of the wrong dimension, NaN or zero) raises
 ``ValueError``/``TypeError`` from `lookup` and `set`, before anything is sent;
 `get_or_compute` treats it as a cache fault and runs the function anyway.
+
+Over a local backend (`InMemoryBackend`, `DiskBackend`, `RedisBackend`,
+`TieredBackend`, a `CacheManager`) the cache runs in one process, without Ray: the
+answers go to that backend and the vectors to a `LocalSemanticIndex` (FAISS in this
+process), with the same rules. The seed's form
+``SemanticCache(exact_backend=..., vector_backend=FAISSBackend(dim=...), embed_fn=...,
+threshold=0.95)`` builds such a cache, and its `get` returns ``None`` on a miss as
+the seed's did.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,11 +43,107 @@ from omnicache_cluster.semantic.guard import lexical_match as _lexical_match
 if TYPE_CHECKING:
     from omnicache_cluster.actors.semantic import SemanticIndexConfig
     from omnicache_cluster.client import CacheCluster
+    from omnicache_cluster.core.keys import CacheKeyBuilder
+    from omnicache_cluster.protocols import CacheBackend
     from omnicache_cluster.semantic.index import SemanticIndex
+    from omnicache_cluster.semantic.local import LocalSemanticIndex
 
 __all__ = ["Candidate", "Lookup", "SemanticCache", "SemanticMetrics"]
 
 _log = logging.getLogger(__name__)
+
+#: The tag every stored answer carries, so that `SemanticCache.clear` removes them.
+SEMANTIC_TAG = "omnicache:semantic"
+
+#: The seed's defaults: its threshold, and ``None`` for a miss.
+SEED_THRESHOLD = 0.95
+
+
+def _is_cluster(backend: Any) -> bool:
+    """Whether ``backend`` is a `CacheCluster` (without importing the client)."""
+    client = sys.modules.get("omnicache_cluster.client")
+    return client is not None and isinstance(backend, client.CacheCluster)
+
+
+def _env_threshold() -> float | None:
+    """Return ``OMNICACHE_SEMANTIC_THRESHOLD`` if set (a `ConfigError` if invalid)."""
+    import os
+
+    if os.environ.get("OMNICACHE_SEMANTIC_THRESHOLD") is None:
+        return None
+    from omnicache_cluster.config import OmnicacheSettings
+
+    return float(OmnicacheSettings.from_env().semantic_threshold)
+
+
+def _resolve_backend(cluster: Any, exact_backend: Any, key_builder: CacheKeyBuilder | None) -> Any:
+    """Return the backend view a semantic cache stores its answers in.
+
+    Raises:
+        TypeError: no backend, two of them, or an object that is not a backend.
+    """
+    from omnicache_cluster.protocols import CacheBackend
+
+    if cluster is not None and exact_backend is not None:
+        raise TypeError("give the backend once: as the first argument or as exact_backend=")
+    backend = cluster if cluster is not None else exact_backend
+    if backend is None:
+        raise TypeError(
+            "SemanticCache needs a backend: a CacheCluster, or a local one such as "
+            "InMemoryBackend() (the seed's exact_backend=)"
+        )
+    manager = sys.modules.get("omnicache_cluster.manager")
+    if manager is not None and isinstance(backend, manager.CacheManager):
+        backend = backend.backend
+    if not isinstance(backend, CacheBackend):
+        backend = _wrap_seed_backend(backend, key_builder)
+    if key_builder is not None:
+        if backend.key_namespace != key_builder.namespace:
+            backend = backend.with_key_namespace(key_builder.namespace)
+        if backend.tenant != key_builder.tenant:
+            backend = backend.for_tenant(key_builder.tenant)
+    return backend
+
+
+def _wrap_seed_backend(backend: Any, key_builder: CacheKeyBuilder | None) -> Any:
+    """Wrap an object with the seed's six backend methods in a `CustomBackend`.
+
+    Raises:
+        TypeError: ``backend`` is not one.
+    """
+    try:
+        from omnicache_cluster.backends.custom import CustomBackend, is_seed_backend
+    except ImportError:  # pragma: no cover - a build without the seed's protocol
+        is_seed_backend = None  # type: ignore[assignment]
+    if is_seed_backend is not None and is_seed_backend(backend):
+        namespace = key_builder.namespace if key_builder is not None else "omnicache"
+        return CustomBackend(backend, namespace=namespace)
+    raise TypeError(
+        f"{type(backend).__qualname__} is not a cache backend: give a CacheCluster, "
+        "InMemoryBackend, DiskBackend, RedisBackend, TieredBackend, a CacheManager, or "
+        "an object with the seed's methods get, set, delete, exists, clear and close"
+    )
+
+
+def _seed_positional(embed_fn: Any, rest: tuple[Any, ...]) -> tuple[Any, Any, float | None]:
+    """Read the seed's positional form ``(exact, vector_backend, embed_fn[, threshold])``.
+
+    Return ``(vector_backend, embed_fn, threshold)``.
+
+    Raises:
+        TypeError: more positional arguments than the seed's form has.
+    """
+    if callable(embed_fn) or not hasattr(embed_fn, "search"):
+        raise TypeError(
+            "SemanticCache takes (backend, embed_fn) positionally; give the other "
+            "settings by keyword (threshold=, model=, ttl=, ...)"
+        )
+    if not rest or len(rest) > 2:
+        raise TypeError(
+            "the seed's positional form is SemanticCache(exact_backend, vector_backend, "
+            "embed_fn[, threshold]); give key_builder= and the rest by keyword"
+        )
+    return embed_fn, rest[0], (rest[1] if len(rest) == 2 else None)
 
 
 @dataclass(frozen=True)
@@ -120,10 +225,16 @@ class SemanticCache:
     """Exact-then-semantic cache of answers, scoped by tenant, model and conversation.
 
     Args:
-        cluster: the cluster client (its tenant and key namespace scope everything).
+        cluster: where the answers live, and with its tenant and key namespace the
+            scope of everything: a `CacheCluster` (the vectors go to the cluster's
+            index actor), or a local backend or `CacheManager` (the vectors go to a
+            `LocalSemanticIndex` in this process; no Ray).
         embed_fn: ``text -> vector`` (sync, or a coroutine function for the async
             calls); runs in the caller, never in the index actor.
-        threshold: the least cosine similarity a candidate needs to be served.
+        threshold: the least cosine similarity a candidate needs to be served; when
+            omitted, the `CacheManager`'s ``semantic_threshold`` (built over one), else
+            ``OMNICACHE_SEMANTIC_THRESHOLD`` if set, else 0.9 (0.95, the seed's
+            default, when the cache is built the seed's way).
         model: the embedding model id (entries of different models never match).
         dim: the embedding dimension (learned from the first embedding if omitted).
         ttl: default seconds to live of stored answers (and their vectors).
@@ -138,7 +249,20 @@ class SemanticCache:
             if it scores within this of the refused one (the query is about the
             refused entry, not about one much farther away); ``None``: no limit.
         layer: the key layer of stored answers.
-        index_config: settings for the index actor if this creates it.
+        index_config: settings for the index actor if this creates it (cluster only).
+        exact_backend: the seed's name of ``cluster`` (a local backend).
+        vector_backend: the seed's vector store: a `FAISSBackend` holds the vectors of
+            the default context in local mode (its ``dim`` is the embedding's).
+            Chroma and Qdrant are not accepted here (they are the cluster index's
+            durable copy: ``SemanticIndexConfig(qdrant=...)``).
+        key_builder: scopes the answers to its namespace and tenant.
+        serializer: not accepted: values are encoded by the backend's codec.
+        miss: what `get` returns on a miss when no default is given: `MISS`, or
+            ``None`` (the seed's) when the cache is built the seed's way.
+
+    Raises:
+        TypeError: no backend, an object that is not one, a vector store other than
+            `FAISSBackend`, or a seed argument that has no equivalent (named).
 
     Example:
         >>> cache = SemanticCache(cluster, embed, threshold=0.9)  # doctest: +SKIP
@@ -149,10 +273,10 @@ class SemanticCache:
 
     def __init__(
         self,
-        cluster: CacheCluster,
-        embed_fn: Callable[[str], Any],
-        *,
-        threshold: float = 0.9,
+        cluster: CacheCluster | CacheBackend | None = None,
+        embed_fn: Callable[[str], Any] | None = None,
+        *seed_args: Any,
+        threshold: float | None = None,
         model: str = "default",
         dim: int | None = None,
         ttl: float | None = None,
@@ -162,7 +286,43 @@ class SemanticCache:
         refusal_margin: float | None = 0.05,
         layer: str = "semantic",
         index_config: SemanticIndexConfig | None = None,
+        exact_backend: CacheBackend | None = None,
+        vector_backend: Any = None,
+        key_builder: CacheKeyBuilder | None = None,
+        serializer: Any = None,
+        miss: Any = ...,
     ) -> None:
+        seed_form = exact_backend is not None or vector_backend is not None
+        if seed_args or (embed_fn is not None and not callable(embed_fn)):
+            vector_backend, embed_fn, pos_threshold = _seed_positional(embed_fn, seed_args)
+            seed_form = True
+            if pos_threshold is not None:
+                if threshold is not None:
+                    raise TypeError("threshold given twice (positionally and by keyword)")
+                threshold = pos_threshold
+        if serializer is not None:
+            raise TypeError(
+                "SemanticCache has no serializer=: values are encoded by the backend's "
+                "codec (msgpack or JSON; pickle only with a signed opt-in), set on the "
+                "backend or cluster"
+            )
+        if not callable(embed_fn):
+            raise TypeError("embed_fn must be a callable text -> vector")
+        manager_threshold = getattr(cluster, "semantic_threshold", None)
+        backend = _resolve_backend(cluster, exact_backend, key_builder)
+        self._local = not _is_cluster(backend)
+        self._vector_backend = self._check_vector_backend(vector_backend, index_config)
+        if dim is None and self._vector_backend is not None:
+            dim = int(self._vector_backend.dim)
+        if threshold is None and isinstance(manager_threshold, float):
+            threshold = manager_threshold  # a CacheManager's (OMNICACHE_SEMANTIC_THRESHOLD)
+        if threshold is None:
+            threshold = _env_threshold()
+        if threshold is None:
+            threshold = SEED_THRESHOLD if seed_form else 0.9
+        #: What `get` returns on a miss when the caller gives no default.
+        self.miss_value: Any = (None if seed_form else MISS) if miss is ... else miss
+        cluster = backend
         if isinstance(threshold, bool) or not isinstance(threshold, int | float):
             raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
         if not 0.0 < threshold <= 1.0:
@@ -197,18 +357,70 @@ class SemanticCache:
         self.refusal_margin = None if refusal_margin is None else float(refusal_margin)
         self._layer = validate_part("layer", layer)
         self._index_config = index_config
-        self._index: SemanticIndex | None = None
+        self._index: SemanticIndex | LocalSemanticIndex | None = None
         self.metrics = SemanticMetrics()
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _index_for(self, dim: int) -> SemanticIndex:
-        if self._index is None:
-            from omnicache_cluster.semantic.index import SemanticIndex
+    def _check_vector_backend(self, vector_backend: Any, index_config: Any) -> Any:
+        """Return the seed's ``vector_backend`` if this mode can use it.
 
-            self._index = SemanticIndex(
-                self._cluster, self._model, self._dim or dim, config=self._index_config
+        Raises:
+            TypeError: a vector store the semantic cache cannot index with.
+        """
+        if not self._local:
+            if vector_backend is not None:
+                raise TypeError(
+                    "on a CacheCluster the vectors live in the cluster's semantic index "
+                    "actor: drop vector_backend= (for a durable copy use "
+                    "index_config=SemanticIndexConfig(qdrant=QdrantConfig(...)))"
+                )
+            return None
+        if index_config is not None:
+            raise TypeError(
+                "index_config= configures the cluster's index actor; this cache runs "
+                "over a local backend (pass vector_backend=FAISSBackend(dim=...) instead)"
             )
+        if vector_backend is None:
+            return None
+        from omnicache_cluster.backends.vector.faiss import FAISSBackend
+
+        if not isinstance(vector_backend, FAISSBackend):
+            raise TypeError(
+                f"a local SemanticCache indexes with FAISS in this process, not with "
+                f"{type(vector_backend).__qualname__}: pass vector_backend=FAISSBackend("
+                "dim=...) or omit it (Chroma and Qdrant keep the cluster index's "
+                "durable copy: SemanticIndexConfig(qdrant=...))"
+            )
+        return vector_backend
+
+    @property
+    def local(self) -> bool:
+        """Whether this cache runs in this process (a local backend, no cluster)."""
+        return self._local
+
+    @property
+    def backend(self) -> Any:
+        """The backend view (or cluster client) the answers are stored in."""
+        return self._cluster
+
+    def _index_for(self, dim: int) -> SemanticIndex | LocalSemanticIndex:
+        if self._index is None:
+            if self._local:
+                from omnicache_cluster.semantic.local import LocalSemanticIndex
+
+                self._index = LocalSemanticIndex(
+                    self._cluster,
+                    self._model,
+                    self._dim or dim,
+                    vector_backend=self._vector_backend,
+                )
+            else:
+                from omnicache_cluster.semantic.index import SemanticIndex
+
+                self._index = SemanticIndex(
+                    self._cluster, self._model, self._dim or dim, config=self._index_config
+                )
         return self._index
 
     def _prepare(self, query: Any, context: Any) -> tuple[str, str, Any]:
@@ -396,17 +608,23 @@ class SemanticCache:
         """
         return self._lookup(query, context)[0]
 
-    def get(self, query: str, default: Any = MISS, *, context: Any = None) -> Any:
-        """Return the cached answer for ``query`` (or a close rewording), else ``default``."""
+    def get(self, query: str, default: Any = ..., *, context: Any = None) -> Any:
+        """Return the cached answer for ``query`` (or a close rewording), else ``default``
+        (`miss_value` when not given: `MISS`, or ``None`` for a cache built the seed's
+        way)."""
         found = self.lookup(query, context=context)
-        return found.value if found.hit else default
+        if found.hit:
+            return found.value
+        return self.miss_value if default is ... else default
 
     def _store(
         self, text: str, ctx: str, kobj: Any, value: Any, vec: Any, ttl: float | None
     ) -> bool:
         ttl = self._ttl if ttl is None else ttl
         try:
-            self._cluster.set(kobj, {"q": text, "v": value}, ttl=ttl, layer=self._layer)
+            self._cluster.set(
+                kobj, {"q": text, "v": value}, ttl=ttl, tags=[SEMANTIC_TAG], layer=self._layer
+            )
             skey = self._cluster.key(kobj, self._layer)
             self._index_for(vec.shape[1]).add([skey], vec, context=ctx, ttl=ttl, texts=[text])
         except (TypeError, ValueError):
@@ -421,18 +639,18 @@ class SemanticCache:
         self,
         query: str,
         value: Any,
+        ttl: float | None = None,
         *,
         context: Any = None,
-        ttl: float | None = None,
         vector: Any = None,
     ) -> bool:
         """Store ``value`` as the answer to ``query``; return whether it was stored.
 
         Args:
             query: the question.
-            value: the answer (anything the cluster's serializer encodes).
-            context: the conversation context (see `lookup`).
+            value: the answer (anything the backend's serializer encodes).
             ttl: seconds to live (the cache's default if omitted).
+            context: the conversation context (see `lookup`).
             vector: the query's embedding, if the caller has it already.
 
         Raises:
@@ -525,17 +743,21 @@ class SemanticCache:
         """Async `lookup`."""
         return (await self._alookup(query, context))[0]
 
-    async def aget(self, query: str, default: Any = MISS, *, context: Any = None) -> Any:
+    async def aget(self, query: str, default: Any = ..., *, context: Any = None) -> Any:
         """Async `get`."""
         found = await self.alookup(query, context=context)
-        return found.value if found.hit else default
+        if found.hit:
+            return found.value
+        return self.miss_value if default is ... else default
 
     async def _astore(
         self, text: str, ctx: str, kobj: Any, value: Any, vec: Any, ttl: float | None
     ) -> bool:
         ttl = self._ttl if ttl is None else ttl
         try:
-            await self._cluster.aset(kobj, {"q": text, "v": value}, ttl=ttl, layer=self._layer)
+            await self._cluster.aset(
+                kobj, {"q": text, "v": value}, ttl=ttl, tags=[SEMANTIC_TAG], layer=self._layer
+            )
             skey = self._cluster.key(kobj, self._layer)
             await self._index_for(vec.shape[1]).aadd(
                 [skey], vec, context=ctx, ttl=ttl, texts=[text]
@@ -552,9 +774,9 @@ class SemanticCache:
         self,
         query: str,
         value: Any,
+        ttl: float | None = None,
         *,
         context: Any = None,
-        ttl: float | None = None,
         vector: Any = None,
     ) -> bool:
         """Async `set`."""
@@ -591,10 +813,51 @@ class SemanticCache:
     ) -> None:
         """Async hook of `_after_compute`."""
 
+    def delete(self, query: str, *, context: Any = None) -> bool:
+        """Remove the answer stored for ``query`` (in ``context``) and its vector;
+        return whether an answer was there.
+
+        Raises:
+            TypeError: ``query`` is not a str.
+            ValueError: an empty query.
+        """
+        _text, ctx, kobj = self._prepare(query, context)
+        found = self._cluster.delete(kobj, layer=self._layer)
+        skey = self._cluster.key(kobj, self._layer)
+        if self._index is not None:
+            self._index.delete([skey], context=ctx)
+        elif not self._local:  # another process may have indexed it
+            from omnicache_cluster.semantic.index import SemanticIndex
+
+            SemanticIndex(self._cluster, self._model, self._dim or 1).delete([skey], context=ctx)
+        return bool(found)
+
+    async def adelete(self, query: str, *, context: Any = None) -> bool:
+        """Async `delete`."""
+        _text, ctx, kobj = self._prepare(query, context)
+        found = await self._cluster.adelete(kobj, layer=self._layer)
+        skey = self._cluster.key(kobj, self._layer)
+        if self._index is not None:
+            await self._index.adelete([skey], context=ctx)
+        elif not self._local:
+            from omnicache_cluster.semantic.index import SemanticIndex
+
+            index = SemanticIndex(self._cluster, self._model, self._dim or 1)
+            await index.adelete([skey], context=ctx)
+        return bool(found)
+
     def clear(self) -> int:
-        """Remove this tenant's vectors of every model and context (the answers stay
-        in the shards until their TTL or ``cluster.clear()``); return how many."""
+        """Remove this tenant's semantic answers in its key namespace (of every semantic
+        cache: they carry `SEMANTIC_TAG`) and its vectors of every model and context;
+        return how many vectors were removed.
+
+        A cleared question is a miss afterwards, exact or reworded.
+        """
+        self._cluster.invalidate(SEMANTIC_TAG)
+        if self._index is not None:
+            return self._index.clear()
+        if self._local:
+            return 0
         from omnicache_cluster.semantic.index import SemanticIndex
 
-        index = self._index or SemanticIndex(self._cluster, self._model, self._dim or 1)
-        return index.clear()
+        return SemanticIndex(self._cluster, self._model, self._dim or 1).clear()

@@ -26,7 +26,16 @@ _LAZY = {
 }
 
 
+#: The seed's vector backends that are not provided here, and why.
+_NOT_PROVIDED = ("WeaviateBackend", "PineconeBackend")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _NOT_PROVIDED:
+        raise ImportError(
+            f"{name} (the seed's) is not provided: no server for it could be run where "
+            "omnicache-cluster is built and tested; use QdrantBackend or ChromaBackend"
+        )
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

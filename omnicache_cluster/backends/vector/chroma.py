@@ -32,23 +32,48 @@ _PAGE = 1000
 class ChromaBackend:
     """Vectors of cache entries in a Chroma collection, searched per scope.
 
+    The seed's arguments, positional or by keyword: ``ChromaBackend(collection_name=,
+    persist_directory=None)``; without a folder the collection lives in this process
+    only (Chroma's ephemeral client), as in the seed.
+
     Args:
-        path: the folder of the embedded persistent client.
-        collection: the collection name (created if absent, never recreated).
+        collection_name: the collection name (created if absent, never recreated;
+            ``omnicache-semantic`` by default: a collection the seed wrote holds
+            records without a scope, never matched).
+        persist_directory: the folder of the embedded persistent client (``None``:
+            ephemeral).
+        path: this package's name of ``persist_directory``.
+        collection: this package's name of ``collection_name``.
         scope: the scope used by the seed's calls (``add``, ``search``, ``delete``).
+
+    Raises:
+        TypeError: a name or a folder given under both of its names.
     """
 
     def __init__(
         self,
-        path: str,
-        collection: str = "omnicache-semantic",
+        collection_name: str | None = None,
+        persist_directory: str | None = None,
         *,
+        path: str | None = None,
+        collection: str | None = None,
         scope: IndexScope | None = None,
     ) -> None:
+        if collection_name is not None and collection is not None:
+            raise TypeError("give collection_name= or collection=, not both")
+        if persist_directory is not None and path is not None:
+            raise TypeError("give persist_directory= or path=, not both")
+        name = collection_name or collection or "omnicache-semantic"
+        folder = persist_directory if persist_directory is not None else path
         chromadb = require("chromadb", "chroma")
-        self._client = chromadb.PersistentClient(path=path)
+        if folder:
+            self._client = chromadb.PersistentClient(path=str(folder))
+        else:
+            self._client = chromadb.EphemeralClient()
+        #: Where the collection lives (``None``: this process's memory).
+        self.persist_directory = str(folder) if folder else None
         self._collection = self._client.get_or_create_collection(
-            collection, metadata={"hnsw:space": "cosine"}, embedding_function=None
+            name, metadata={"hnsw:space": "cosine"}, embedding_function=None
         )
         self._scope = scope or IndexScope("default", "omnicache", "default")
 

@@ -78,12 +78,38 @@ class QdrantConfig:
 class QdrantBackend:
     """Vectors of cache entries in a Qdrant collection, searched per scope.
 
+    Takes a `QdrantConfig`, or the seed's arguments ``(url=":memory:", collection=,
+    api_key=, dim=)``. Unlike the seed's, it never re-creates the collection: one that
+    exists is used as it is (a ``dim`` that differs from it raises `ConfigError`).
+
     Args:
-        config: where the collection lives.
+        config: where the collection lives; or the seed's ``url`` as a string.
+        collection: the seed's collection name (``omnicache-semantic`` by default: a
+            collection the seed wrote holds records without a scope, never matched).
+        api_key: the server's API key (the seed's).
+        dim: the vector dimension; the collection is created now if absent (else on
+            the first write).
+        url: the seed's keyword: ``":memory:"`` (the default) or a server URL.
+        path: a local-mode folder instead of ``url`` (kept across processes).
         scope: the scope used by the seed's calls (``add``, ``search``, ``delete``).
+
+    Raises:
+        TypeError: a `QdrantConfig` together with the seed's arguments.
+        ConfigError: ``dim`` differs from the existing collection's.
     """
 
-    def __init__(self, config: QdrantConfig, *, scope: IndexScope | None = None) -> None:
+    def __init__(
+        self,
+        config: QdrantConfig | str | None = None,
+        collection: str | None = None,
+        api_key: str | None = None,
+        dim: int | None = None,
+        *,
+        url: str | None = None,
+        path: str | None = None,
+        scope: IndexScope | None = None,
+    ) -> None:
+        config = _seed_config(config, collection, api_key, url, path)
         require("qdrant_client", "qdrant")
         from qdrant_client import QdrantClient
 
@@ -99,6 +125,10 @@ class QdrantBackend:
             self._client = QdrantClient(location=config.location)
         self._collection = config.collection
         self._dim: int | None = self._existing_dim()
+        if dim is not None:
+            if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+                raise ValueError(f"dim must be a positive int, got {dim!r}")
+            self._ensure_collection(dim)
 
     @classmethod
     def from_config(cls, config: QdrantConfig) -> QdrantBackend:
@@ -302,6 +332,39 @@ class QdrantBackend:
             points_selector=models.FilterSelector(filter=self._scope_filter(self._scope, None)),
             wait=True,
         )
+
+
+def _seed_config(
+    config: QdrantConfig | str | None,
+    collection: str | None,
+    api_key: str | None,
+    url: str | None,
+    path: str | None,
+) -> QdrantConfig:
+    """Return the `QdrantConfig` of the seed's arguments (or ``config`` itself).
+
+    Raises:
+        TypeError: a `QdrantConfig` together with the seed's arguments, or two
+            locations.
+    """
+    if isinstance(config, QdrantConfig):
+        if any(v is not None for v in (collection, api_key, url, path)):
+            raise TypeError("give a QdrantConfig or the seed's url/collection/api_key, not both")
+        return config
+    if isinstance(config, str):
+        if url is not None:
+            raise TypeError("url given twice (positionally and by keyword)")
+        url = config
+    elif config is not None:
+        raise TypeError(f"config must be a QdrantConfig or a url, got {type(config).__qualname__}")
+    if url is not None and path is not None:
+        raise TypeError("give url= or path=, not both")
+    name = {"collection": collection} if collection is not None else {}
+    if path is not None:
+        return QdrantConfig(path=path, **name)
+    if url is None or url == ":memory:":
+        return QdrantConfig(location=":memory:", **name)
+    return QdrantConfig(url=url, api_key=api_key, **name)
 
 
 def _unexpired(now: float) -> Any:
